@@ -1,0 +1,1 @@
+"""Benchmarks: per-stage timing of the sampling pipeline, statistics and reports."""

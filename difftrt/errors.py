@@ -1,0 +1,35 @@
+"""Typed errors. The library raises these; only ``difftrt.cli`` turns them into messages and exit codes."""
+
+from __future__ import annotations
+
+
+class DifftrtError(Exception):
+    """Base class: a problem the user can fix. The message is one line: what, what was expected, the fix."""
+
+    exit_code = 1
+
+
+class UsageError(DifftrtError):
+    """An argument or option value is invalid (steps < 1, non-finite guidance, unknown name...)."""
+
+    exit_code = 2
+
+
+class ArtifactError(DifftrtError):
+    """An input file or folder is missing, unreadable, corrupt or not what it claims to be."""
+
+
+class ConfigError(DifftrtError):
+    """A configuration (model, scheduler, tokenizer) is malformed or unsupported."""
+
+
+class ValidationError(DifftrtError):
+    """An exported model disagrees with its PyTorch reference beyond tolerance."""
+
+
+class DependencyError(DifftrtError):
+    """An optional dependency (torch, onnx, tensorrt...) is needed for this operation but is missing."""
+
+
+class OutputError(DifftrtError):
+    """An output path cannot be written."""

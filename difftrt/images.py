@@ -1,0 +1,35 @@
+"""PNG output: single images or a grid, written atomically and byte-for-byte reproducibly."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from difftrt.fileio import write_bytes_atomic
+
+
+def grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> one (rows·H, cols·W, 3) image, row-major, black where the grid is short."""
+    n, h, w, c = images.shape
+    cols = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    out = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, k = divmod(i, cols)
+        out[r * h:(r + 1) * h, k * w:(k + 1) * w] = image
+    return out
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_png(images: np.ndarray, path: Path, columns: int | None = None) -> None:
+    """One image as is; several as a grid."""
+    write_bytes_atomic(Path(path), png_bytes(images[0] if len(images) == 1 else grid(images, columns)))

@@ -1,0 +1,41 @@
+"""``--save-intermediates``: the latents after every step (.npy) and a grid of decoded x0 previews."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from difftrt.errors import OutputError
+from difftrt.fileio import atomic_dir
+from difftrt.images import grid, png_bytes
+from difftrt.pipeline import to_uint8
+
+
+class IntermediateRecorder:
+    """A step callback that keeps each step's latents and the first image's predicted x0."""
+
+    def __init__(self) -> None:
+        self.latents: list[tuple[int, int, np.ndarray]] = []
+        self.pred_x0: list[np.ndarray] = []
+
+    def __call__(self, i: int, t: int, x: np.ndarray, pred_x0: np.ndarray) -> None:
+        self.latents.append((i, t, x.copy()))
+        self.pred_x0.append(pred_x0[:1].copy())
+
+    def write(self, folder: Path, decode: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Write ``step_III_tTTT.npy`` per step and ``x0_previews.png`` (decoded x0, one tile per step)."""
+        folder = Path(folder)
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # an empty folder the user made for us
+        elif folder.exists():
+            raise OutputError(f"--save-intermediates folder {folder} exists and is not empty")
+        previews = to_uint8(decode(np.concatenate(self.pred_x0)))
+        with atomic_dir(folder) as tmp:
+            for i, t, x in self.latents:
+                buffer = io.BytesIO()
+                np.save(buffer, x, allow_pickle=False)
+                (tmp / f"step_{i:03d}_t{t:04d}.npy").write_bytes(buffer.getvalue())
+            (tmp / "x0_previews.png").write_bytes(png_bytes(grid(previews)))

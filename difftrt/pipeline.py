@@ -1,0 +1,101 @@
+"""Text-to-image: encode the prompt → denoise latents → decode with the VAE. Backend-agnostic."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from difftrt.backends.base import Engine
+from difftrt.config import ModelConfig
+from difftrt.errors import UsageError
+from difftrt.models.tokenizer import Tokenizer
+from difftrt.sampling import StepCallback, denoise_loop, unet_denoiser
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    prompt: str
+    negative_prompt: str = ""  # the ∅ of guidance; "" is the usual unconditional prompt
+    steps: int = 25  # inference steps
+    guidance: float = 5.0  # classifier-free guidance scale w; 1 disables the unconditional half
+    seed: int = 0  # seeds the initial noise and any stochastic steps
+    num_images: int = 1
+    height: int | None = None  # pixels; None: the model's default
+    width: int | None = None
+    eta: float = 0.0  # DDIM's η (0: deterministic)
+    latents: np.ndarray | None = None  # (N, C, h, w) unit-variance initial noise, before init_noise_sigma
+
+    def check(self) -> None:
+        if self.steps < 1:
+            raise UsageError(f"--steps must be >= 1, got {self.steps}")
+        if not math.isfinite(self.guidance):
+            raise UsageError(f"--guidance must be a finite number, got {self.guidance}")
+        if not math.isfinite(self.eta) or self.eta < 0:
+            raise UsageError(f"--eta must be a finite number >= 0, got {self.eta}")
+        if self.num_images < 1:
+            raise UsageError(f"--num-images must be >= 1, got {self.num_images}")
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    images: np.ndarray  # (N, H, W, 3) uint8
+    latents: np.ndarray  # (N, C, h, w) float32 final latents (unscaled)
+    truncated: bool  # the prompt was longer than the tokenizer's max_length
+    unknown_words: tuple[str, ...]
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8, as diffusers' image processor rounds."""
+    x = np.clip(images.astype(np.float32) / 2 + 0.5, 0.0, 1.0)
+    return np.round(x.transpose(0, 2, 3, 1) * 255).astype(np.uint8)
+
+
+class Text2ImagePipeline:
+    """Holds the engines; ``__call__`` turns a ``SampleRequest`` into images."""
+
+    def __init__(self, engines: dict[str, Engine], tokenizer: Tokenizer, config: ModelConfig) -> None:
+        self.engines, self.tokenizer, self.config = engines, tokenizer, config
+
+    def encode_prompt(self, prompts: list[str]) -> tuple[np.ndarray, Any]:
+        encoding = self.tokenizer.encode(prompts)
+        states = self.engines["text_encoder"].run({"input_ids": encoding.ids})["last_hidden_state"]
+        return states, encoding
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        scaled = (latents / np.float32(self.config.vae.scaling_factor)).astype(np.float32)
+        return self.engines["vae_decoder"].run({"latent_sample": scaled})["sample"]
+
+    def latent_shape(self, req: SampleRequest) -> tuple[int, int, int, int]:
+        f, m = self.config.vae.downsample_factor, self.config.latent_factor
+        default = self.config.vae.sample_size
+        h, w = req.height or default, req.width or default
+        if h % m or w % m or h <= 0 or w <= 0:
+            raise UsageError(f"--height/--width must be positive multiples of {m} for this model, got {h}x{w}")
+        return (req.num_images, self.config.vae.latent_channels, h // f, w // f)
+
+    def __call__(self, req: SampleRequest, scheduler: Any, callback: StepCallback | None = None) -> SampleResult:
+        req.check()
+        shape = self.latent_shape(req)
+        rng = np.random.default_rng(req.seed)
+        if req.latents is None:
+            x_T = rng.standard_normal(shape, dtype=np.float32)
+        elif req.latents.shape != shape:
+            raise UsageError(f"--latents has shape {req.latents.shape}, expected {shape} (N, C, h, w) for this request")
+        elif not np.isfinite(req.latents).all():
+            raise UsageError("--latents contains NaN or infinite values")
+        else:
+            x_T = req.latents.astype(np.float32)
+        scheduler.set_timesteps(req.steps)
+        cond, encoding = self.encode_prompt([req.prompt] * req.num_images)
+        uncond = self.encode_prompt([req.negative_prompt] * req.num_images)[0] if req.guidance != 1.0 else None
+        denoise = unet_denoiser(self.engines["unet"], cond, uncond, req.guidance)
+        step_kwargs = {"eta": req.eta} if req.eta else {}  # schedulers without η refuse a non-zero one
+        latents = denoise_loop(scheduler, denoise, x_T, rng, step_kwargs, callback)
+        images = to_uint8(self.decode(latents))
+        return SampleResult(images, latents, encoding.truncated[0], encoding.unknown_words)

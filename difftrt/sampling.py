@@ -1,0 +1,58 @@
+"""The denoising loop and classifier-free guidance, over any ``denoise(x_t, t)`` callable.
+
+Notation: x_t (B, C, h, w) latents at timestep t; eps the model output (noise, v or x0, as the
+scheduler's ``prediction_type`` says); w the guidance scale; c / ∅ the prompt / negative-prompt states.
+Nothing here knows which backend computed the model output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from difftrt.backends.base import Engine
+
+Denoise = Callable[[np.ndarray, int], np.ndarray]
+StepCallback = Callable[[int, int, np.ndarray, np.ndarray], None]  # (i, t, x_{t-1}, predicted x0)
+
+
+def guide(out_uncond: np.ndarray, out_cond: np.ndarray, scale: float) -> np.ndarray:
+    """Classifier-free guidance (Ho & Salimans 2022): eps = eps(∅) + w · (eps(c) − eps(∅))."""
+    return out_uncond + scale * (out_cond - out_uncond)
+
+
+def unet_denoiser(unet: Engine, cond: np.ndarray, uncond: np.ndarray | None, scale: float) -> Denoise:
+    """A ``denoise`` that calls the U-Net once per step.
+
+    With guidance (``uncond`` given and ``scale != 1``) that one call has 2B rows, [∅ rows; c rows], and the
+    halves are mixed by ``guide``; at ``scale == 1`` the guided result equals eps(c), so only c's B rows run.
+    cond, uncond: (B, L, D) float32 text-encoder states.
+    """
+    guided = uncond is not None and scale != 1.0
+    context = np.concatenate([uncond, cond]) if guided else cond
+
+    def denoise(x_t: np.ndarray, t: int) -> np.ndarray:
+        rows = np.concatenate([x_t, x_t]) if guided else x_t
+        timestep = np.full((rows.shape[0],), t, dtype=np.float32)
+        out = unet.run({"sample": rows, "timestep": timestep, "encoder_hidden_states": context})["out_sample"]
+        if not guided:
+            return out
+        out_uncond, out_cond = np.split(out, 2)
+        return guide(out_uncond, out_cond, scale)
+
+    return denoise
+
+
+def denoise_loop(scheduler: Any, denoise: Denoise, x_T: np.ndarray, rng: np.random.Generator,
+                 step_kwargs: dict[str, Any] | None = None, callback: StepCallback | None = None) -> np.ndarray:
+    """Run ``scheduler.timesteps`` from unit-variance noise ``x_T`` (scaled by ``init_noise_sigma`` here)."""
+    x = x_T * np.float32(scheduler.init_noise_sigma)
+    for i, t in enumerate(scheduler.timesteps):
+        out = denoise(scheduler.scale_model_input(x, t), int(t))
+        step = scheduler.step(out, t, x, generator=rng, **(step_kwargs or {}))
+        x = step.prev_sample
+        if callback is not None:
+            callback(i, int(t), x, step.pred_original_sample)
+    return x

@@ -1,0 +1,225 @@
+"""What DDPM and DDIM share: the config, the step output, ε/v/x₀ conversion, x₀ clipping, the forward process.
+
+Notation: x_t the noisy sample at timestep t, x_0 the clean sample, eps the unit Gaussian noise, with
+x_t = sqrt(ᾱ_t)·x_0 + sqrt(1 − ᾱ_t)·eps, and v = sqrt(ᾱ_t)·eps − sqrt(1 − ᾱ_t)·x_0 (Salimans & Ho 2022,
+"Progressive Distillation", appendix D). Arrays are (B, C, H, W); any shape with the batch first works.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from enum import Enum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from difftrt.errors import ConfigError, UsageError
+from difftrt.schedulers.betas import (
+    BetaSchedule,
+    TimestepSpacing,
+    make_betas,
+    make_timesteps,
+    parse_choice,
+    rescale_zero_terminal_snr,
+)
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11+; annotations are strings here
+
+logger = logging.getLogger(__name__)
+
+
+class Prediction(str, Enum):
+    """What the model outputs (diffusers' ``prediction_type``)."""
+
+    EPSILON = "epsilon"  # the noise eps
+    V_PREDICTION = "v_prediction"  # the velocity v
+    SAMPLE = "sample"  # x_0 itself
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Fields DDPM and DDIM share. Names and defaults are diffusers', so its ``scheduler_config.json`` loads as is."""
+
+    class_name: ClassVar[str] = ""  # diffusers' ``_class_name`` for the subclass
+
+    num_train_timesteps: int = 1000  # T, number of training timesteps
+    beta_start: float = 0.0001  # first β of the linear / scaled_linear schedules
+    beta_end: float = 0.02  # last β of the linear / scaled_linear schedules
+    beta_schedule: BetaSchedule = BetaSchedule.LINEAR  # how β is laid out over the T steps
+    trained_betas: tuple[float, ...] | None = None  # explicit β_1..β_T; overrides the three fields above
+    clip_sample: bool = True  # clip predicted x_0 to ±clip_sample_range (unless thresholding)
+    clip_sample_range: float = 1.0  # bound used by clip_sample
+    prediction_type: Prediction = Prediction.EPSILON  # what the model outputs
+    thresholding: bool = False  # Imagen dynamic thresholding of predicted x_0 (pixel models only)
+    dynamic_thresholding_ratio: float = 0.995  # quantile of |x_0| taken as the threshold s
+    sample_max_value: float = 1.0  # upper bound for s
+    timestep_spacing: TimestepSpacing = TimestepSpacing.LEADING  # how inference timesteps are picked
+    steps_offset: int = 0  # added to "leading" timesteps (Stable Diffusion 1.x uses 1)
+    rescale_betas_zero_snr: bool = False  # rescale β so that ᾱ_{T−1} = 0 (Lin et al. 2023)
+
+    def __post_init__(self) -> None:
+        self._coerce("beta_schedule", BetaSchedule)
+        self._coerce("prediction_type", Prediction)
+        self._coerce("timestep_spacing", TimestepSpacing)
+        if self.trained_betas is not None:
+            object.__setattr__(self, "trained_betas", tuple(float(b) for b in self.trained_betas))
+        big_t = self.num_train_timesteps
+        if isinstance(big_t, bool) or not isinstance(big_t, int) or big_t < 1:
+            raise ConfigError(f"num_train_timesteps must be a positive integer, got {big_t!r}")
+
+    def _coerce(self, field: str, choices: type[Enum]) -> None:
+        """Replace the string in ``field`` by its enum member (frozen, hence ``object.__setattr__``)."""
+        object.__setattr__(self, field, parse_choice(choices, getattr(self, field), field))
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> Self:
+        """Build from a diffusers-style dict: unknown and ``_``-prefixed keys are ignored, missing ones defaulted."""
+        known = {f.name for f in fields(cls)}
+        ignored = sorted(k for k in config if k not in known and not k.startswith("_"))
+        if ignored:
+            logger.debug("%s ignores scheduler config keys %s", cls.class_name, ", ".join(ignored))
+        return cls(**{k: v for k, v in config.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        """A diffusers-style dict (JSON-ready), ``_class_name`` first."""
+        out: dict[str, Any] = {"_class_name": self.class_name}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.value if isinstance(value, Enum) else list(value) if isinstance(value, tuple) else value
+        return out
+
+
+@dataclass(frozen=True)
+class SchedulerOutput:
+    """What ``step`` returns; arrays have the shape and dtype of ``sample``."""
+
+    prev_sample: np.ndarray  # x_{t-1}, the next loop input: (B, C, H, W)
+    pred_original_sample: np.ndarray  # the predicted x_0 (after clipping), for previews: (B, C, H, W)
+
+
+def from_epsilon(x_t: np.ndarray, eps: np.ndarray, alpha_bar: float) -> tuple[np.ndarray, np.ndarray]:
+    """(x_0, eps) from an eps prediction: x_0 = (x_t − sqrt(1 − ᾱ)·eps) / sqrt(ᾱ)."""
+    x_0 = x_t - math.sqrt(1.0 - alpha_bar) * eps
+    x_0 /= math.sqrt(alpha_bar)
+    return x_0, eps
+
+
+def from_v_prediction(x_t: np.ndarray, v: np.ndarray, alpha_bar: float) -> tuple[np.ndarray, np.ndarray]:
+    """(x_0, eps) from a v prediction: x_0 = sqrt(ᾱ)·x_t − sqrt(1 − ᾱ)·v, eps = sqrt(ᾱ)·v + sqrt(1 − ᾱ)·x_t."""
+    a, s = math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
+    return a * x_t - s * v, a * v + s * x_t
+
+
+def from_sample(x_t: np.ndarray, x_0: np.ndarray, alpha_bar: float) -> tuple[np.ndarray, np.ndarray]:
+    """(x_0, eps) from an x_0 prediction: eps = (x_t − sqrt(ᾱ)·x_0) / sqrt(1 − ᾱ)."""
+    eps = x_t - math.sqrt(alpha_bar) * x_0
+    eps /= math.sqrt(1.0 - alpha_bar)
+    return x_0, eps
+
+
+PREDICTION_TO_X0_EPS: dict[Prediction, Callable[[np.ndarray, np.ndarray, float], tuple[np.ndarray, np.ndarray]]] = {
+    Prediction.EPSILON: from_epsilon,
+    Prediction.V_PREDICTION: from_v_prediction,
+    Prediction.SAMPLE: from_sample,
+}
+
+
+def threshold_sample(x_0: np.ndarray, ratio: float, max_value: float) -> np.ndarray:
+    """Imagen dynamic thresholding (Saharia et al. 2022, §2.3), as diffusers' ``_threshold_sample``.
+
+    Per batch row, s = clip(quantile(|x_0|, ratio), 1, max_value) and x_0 → clip(x_0, −s, s) / s.
+    x_0: (B, ...) -> same shape and dtype (computed in float32 at least, linear quantile interpolation).
+    """
+    flat = x_0.reshape(x_0.shape[0], -1)
+    if flat.dtype not in (np.float32, np.float64):
+        flat = flat.astype(np.float32)
+    s = np.clip(np.quantile(np.abs(flat), ratio, axis=1, keepdims=True), 1.0, max_value)
+    return (np.clip(flat, -s, s) / s).reshape(x_0.shape).astype(x_0.dtype, copy=False)
+
+
+class DiscreteScheduler:
+    """The diffusers scheduler protocol over a discrete ᾱ schedule: set_timesteps, step, add_noise."""
+
+    config_class: ClassVar[type[SchedulerConfig]] = SchedulerConfig
+    init_noise_sigma: float = 1.0  # x_T ~ N(0, 1): no initial scaling
+    order: int = 1  # one model call per step
+
+    def __init__(self, config: SchedulerConfig | None = None) -> None:
+        self.config = self.config_class() if config is None else config
+        if not isinstance(self.config, self.config_class):
+            want, got = self.config_class.__name__, type(config).__name__
+            raise ConfigError(f"{type(self).__name__} needs a {want}, got {got}")
+        c = self.config
+        betas = make_betas(c.beta_schedule, c.num_train_timesteps, c.beta_start, c.beta_end, c.trained_betas)
+        self.betas = rescale_zero_terminal_snr(betas) if c.rescale_betas_zero_snr else betas  # (T,) float64
+        self.alphas_cumprod = np.cumprod(1.0 - self.betas)  # ᾱ_t: (T,) float64
+        self.num_inference_steps: int | None = None
+        self.timesteps = np.arange(c.num_train_timesteps, dtype=np.int64)[::-1].copy()  # (n,) int64, descending
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Self:
+        """Build from a diffusers ``scheduler_config.json`` dict (its ``_class_name`` is not checked here)."""
+        return cls(cls.config_class.from_dict(config))
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
+
+    def set_timesteps(self, num_inference_steps: int) -> None:
+        """Pick the ``num_inference_steps`` timesteps the loop visits; raises ``UsageError`` outside 1..T."""
+        c = self.config
+        self.timesteps = make_timesteps(c.timestep_spacing, num_inference_steps, c.num_train_timesteps, c.steps_offset)
+        self.num_inference_steps = int(num_inference_steps)
+
+    def scale_model_input(self, sample: np.ndarray, timestep: int | None = None) -> np.ndarray:  # noqa: ARG002
+        """Identity: DDPM/DDIM feed x_t to the model unscaled."""
+        return sample
+
+    def add_noise(self, original_samples: np.ndarray, noise: np.ndarray, timesteps: int | np.ndarray) -> np.ndarray:
+        """Forward process q(x_t | x_0): sqrt(ᾱ_t)·x_0 + sqrt(1 − ᾱ_t)·noise.
+
+        original_samples, noise: (B, ...); timesteps: an int, or (B,) ints, one per row. Returns (B, ...).
+        """
+        t = np.asarray(timesteps)
+        if t.dtype.kind not in "iu" or t.size == 0 or t.min() < 0 or t.max() >= len(self):
+            raise UsageError(f"add_noise timesteps must be integers in 0..{len(self) - 1}, got {timesteps!r}")
+        alpha_bar = self.alphas_cumprod[t]
+        alpha_bar = alpha_bar.reshape(alpha_bar.shape + (1,) * (original_samples.ndim - alpha_bar.ndim))
+        dtype = original_samples.dtype
+        return np.sqrt(alpha_bar).astype(dtype) * original_samples + np.sqrt(1.0 - alpha_bar).astype(dtype) * noise
+
+    def _check_timestep(self, timestep: int | np.integer) -> int:
+        t = int(timestep)
+        if not 0 <= t < len(self):
+            raise UsageError(f"timestep must be in 0..{len(self) - 1}, got {timestep}; iterate over .timesteps")
+        return t
+
+    def _predict_x0_eps(
+        self, model_output: np.ndarray, sample: np.ndarray, alpha_bar: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(x_0, eps) from the model output, x_0 then thresholded or clipped as the config says."""
+        c = self.config
+        pred_x0, pred_eps = PREDICTION_TO_X0_EPS[c.prediction_type](sample, model_output, alpha_bar)
+        if c.thresholding:
+            pred_x0 = threshold_sample(pred_x0, c.dynamic_thresholding_ratio, c.sample_max_value)
+        elif c.clip_sample:
+            pred_x0 = np.clip(pred_x0, -c.clip_sample_range, c.clip_sample_range)
+        return pred_x0, pred_eps
+
+    @staticmethod
+    def _noise(
+        sample: np.ndarray, generator: np.random.Generator | None, variance_noise: np.ndarray | None
+    ) -> np.ndarray:
+        """``variance_noise`` when given (shape of ``sample``), else a unit Gaussian draw from ``generator``."""
+        if variance_noise is not None:
+            if generator is not None:
+                raise UsageError("pass either generator or variance_noise to step(), not both")
+            if variance_noise.shape != sample.shape:
+                raise UsageError(f"variance_noise has shape {variance_noise.shape}, expected {sample.shape}")
+            return variance_noise
+        rng = generator if generator is not None else np.random.default_rng()
+        dtype = sample.dtype if sample.dtype in (np.float32, np.float64) else np.float32
+        return rng.standard_normal(sample.shape, dtype=dtype)

@@ -1,0 +1,43 @@
+"""Shared fixtures: one tiny checkpoint and its export per test session. Offline variables are set before
+anything can import onnxruntime (this file is imported before the test modules)."""
+
+from __future__ import annotations
+
+import os
+
+for _key, _value in {"ORT_DISABLE_TELEMETRY": "1", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+                     "TRANSFORMERS_OFFLINE": "1"}.items():
+    os.environ[_key] = _value
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from difftrt.config import ModelConfig, TextEncoderConfig, UNetConfig, VAEConfig  # noqa: E402
+
+TINY = ModelConfig(
+    unet=UNetConfig(block_channels=(16, 32), attention_levels=(1,), num_heads=2, cross_attention_dim=32,
+                    norm_groups=8, sample_size=8),
+    vae=VAEConfig(block_channels=(16, 32), norm_groups=8, sample_size=16),
+    text_encoder=TextEncoderConfig(vocab_size=96, max_length=12, hidden_size=32, num_layers=1, num_heads=2),
+)
+
+
+@pytest.fixture(scope="session")
+def ckpt_dir(tmp_path_factory) -> Path:
+    pytest.importorskip("torch")
+    from difftrt.models import checkpoint
+
+    out = tmp_path_factory.mktemp("ckpt") / "tiny"
+    checkpoint.save(checkpoint.create(TINY, seed=0), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def export_dir(ckpt_dir, tmp_path_factory) -> Path:
+    from difftrt.exporter.onnx import export_checkpoint
+    from difftrt.models import checkpoint
+
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    export_checkpoint(checkpoint.load(ckpt_dir), out, source=str(ckpt_dir))
+    return out

@@ -1,0 +1,144 @@
+"""Every bad input gives one `error:` line on stderr, a non-zero exit, no traceback and no output file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from difftrt.cli import main
+from difftrt.fileio import sha256_file
+
+
+def fails(*args: str, match: str, code: int | None = None, out=None) -> str:
+    result = CliRunner().invoke(main, list(args))
+    assert isinstance(result.exception, SystemExit), f"unexpected exception {result.exception!r}"
+    assert result.exit_code != 0
+    if code is not None:
+        assert result.exit_code == code
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:") or lines[0].startswith("Error:"), lines[0]
+    assert match in lines[0], lines[0]
+    assert "Traceback" not in result.output
+    if out is not None:
+        assert not out.exists()
+    return lines[0]
+
+
+@pytest.fixture
+def copy_export(export_dir, tmp_path):
+    dst = tmp_path / "export"
+    shutil.copytree(export_dir, dst)
+    return dst
+
+
+def sample_args(engine, out, *extra):
+    return ("sample", "--engine", str(engine), "--steps", "2", "--out", str(out), "-q", *extra)
+
+
+def test_missing_engine(tmp_path):
+    fails(*sample_args(tmp_path / "nope" / "unet.onnx", tmp_path / "o.png"), match="does not exist", out=tmp_path / "o.png")
+
+
+def test_folder_without_manifest(tmp_path):
+    (tmp_path / "unet.onnx").write_bytes(b"\x08\x01")
+    fails(*sample_args(tmp_path / "unet.onnx", tmp_path / "o.png"), match="manifest.json", out=tmp_path / "o.png")
+
+
+def test_truncated_onnx_fails_hash_check(copy_export, tmp_path):
+    data = (copy_export / "unet.onnx").read_bytes()
+    (copy_export / "unet.onnx").write_bytes(data[: len(data) // 2])
+    fails(*sample_args(copy_export, tmp_path / "o.png"), match="does not match the sha256", out=tmp_path / "o.png")
+
+
+def rehash(folder, name):
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"][name] = sha256_file(folder / name)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_corrupt_onnx_with_consistent_manifest(copy_export, tmp_path):
+    (copy_export / "unet.onnx").write_bytes(b"this is not protobuf" * 10)
+    rehash(copy_export, "unet.onnx")
+    fails(*sample_args(copy_export, tmp_path / "o.png"), match="cannot load ONNX file", out=tmp_path / "o.png")
+
+
+def test_onnx_that_is_not_a_unet(copy_export, tmp_path):
+    shutil.copy(copy_export / "vae_decoder.onnx", copy_export / "unet.onnx")
+    rehash(copy_export, "unet.onnx")
+    fails(*sample_args(copy_export, tmp_path / "o.png"), match="is not a unet", out=tmp_path / "o.png")
+
+
+def test_engine_file_of_another_component(export_dir, tmp_path):
+    fails(*sample_args(export_dir / "vae_decoder.onnx", tmp_path / "o.png"), match="the vae_decoder component")
+
+
+def test_manifest_not_json(copy_export, tmp_path):
+    (copy_export / "manifest.json").write_text("{not json")
+    fails(*sample_args(copy_export, tmp_path / "o.png"), match="manifest.json")
+
+
+@pytest.mark.parametrize("flag,value,match", [
+    ("--steps", "0", "--steps must be >= 1"),
+    ("--guidance", "nan", "--guidance must be a finite number"),
+    ("--guidance", "inf", "--guidance must be a finite number"),
+    ("--scheduler", "warp-drive", "unsupported scheduler"),
+    ("--num-images", "0", "--num-images must be >= 1"),
+    ("--height", "13", "multiples of"),
+    ("--eta", "-1", "--eta"),
+])
+def test_bad_sampling_options(export_dir, tmp_path, flag, value, match):
+    out = tmp_path / "o.png"
+    fails(*sample_args(export_dir, out, flag, value), match=match, out=out)
+
+
+def test_latents_of_the_wrong_shape(export_dir, tmp_path):
+    np.save(tmp_path / "z.npy", np.zeros((1, 4, 5, 5), np.float32))
+    out = tmp_path / "o.png"
+    fails(*sample_args(export_dir, out, "--latents", str(tmp_path / "z.npy")), match="--latents has shape", out=out)
+
+
+def test_latents_not_an_array(export_dir, tmp_path):
+    (tmp_path / "z.npy").write_text("hello")
+    out = tmp_path / "o.png"
+    fails(*sample_args(export_dir, out, "--latents", str(tmp_path / "z.npy")), match="cannot read --latents", out=out)
+
+
+def test_latents_pickled_object_refused(export_dir, tmp_path):
+    np.save(tmp_path / "z.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    fails(*sample_args(export_dir, tmp_path / "o.png", "--latents", str(tmp_path / "z.npy")), match="cannot read --latents")
+
+
+@pytest.mark.parametrize("where", ["missing_folder", "parent_is_file", "is_folder"])
+def test_unwritable_output(export_dir, tmp_path, where):
+    (tmp_path / "file").write_text("x")
+    out = {"missing_folder": tmp_path / "nope" / "o.png", "parent_is_file": tmp_path / "file" / "o.png",
+           "is_folder": tmp_path}[where]
+    fails(*sample_args(export_dir, out), match="cannot write" if where != "is_folder" else "is a folder")
+
+
+def test_corrupt_safetensors_in_checkpoint(ckpt_dir, tmp_path):
+    bad = tmp_path / "ckpt"
+    shutil.copytree(ckpt_dir, bad)
+    weights = bad / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    out = tmp_path / "export"
+    fails("export", "--ckpt", str(bad), "--out", str(out), "-q", match="cannot read weights", out=out)
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temp folder left behind
+
+
+def test_checkpoint_missing(tmp_path):
+    fails("export", "--ckpt", str(tmp_path / "none"), "--out", str(tmp_path / "e"), match="does not exist")
+
+
+def test_export_refuses_to_overwrite(ckpt_dir, export_dir):
+    fails("export", "--ckpt", str(ckpt_dir), "--out", str(export_dir), "-q", match="already exists")
+
+
+def test_bad_usage_is_not_a_traceback(tmp_path):
+    result = CliRunner().invoke(main, ["sample", "--steps", "many"])
+    assert result.exit_code == 2 and "Traceback" not in result.output

@@ -1,0 +1,92 @@
+"""`difftrt sample` end to end on the tiny export: determinism, options, outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from difftrt.cli import main
+
+from .conftest import TINY
+
+
+def run(*args: str):
+    result = CliRunner().invoke(main, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def sample(export_dir, out, *extra: str):
+    result = run("sample", "--engine", str(export_dir / "unet.onnx"), "--steps", "4", "--out", str(out), "-q", *extra)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_same_seed_gives_byte_identical_png(export_dir, tmp_path):
+    a = sample(export_dir, tmp_path / "a.png", "--seed", "7").read_bytes()
+    b = sample(export_dir, tmp_path / "b.png", "--seed", "7").read_bytes()
+    c = sample(export_dir, tmp_path / "c.png", "--seed", "8").read_bytes()
+    assert a == b
+    assert a != c
+
+
+def test_engine_may_be_the_folder(export_dir, tmp_path):
+    a = sample(export_dir, tmp_path / "a.png").read_bytes()
+    result = run("sample", "--engine", str(export_dir), "--steps", "4", "--out", str(tmp_path / "b.png"), "-q")
+    assert result.exit_code == 0
+    assert (tmp_path / "b.png").read_bytes() == a
+
+
+def test_latents_file_is_the_seeded_noise(export_dir, tmp_path):
+    """--latents with the exact noise --seed would draw gives the same image (noise is pre-init_noise_sigma)."""
+    shape = (1, TINY.vae.latent_channels, TINY.unet.sample_size, TINY.unet.sample_size)
+    noise = np.random.default_rng(3).standard_normal(shape, dtype=np.float32)
+    np.save(tmp_path / "noise.npy", noise)
+    a = sample(export_dir, tmp_path / "a.png", "--seed", "3").read_bytes()
+    b = sample(export_dir, tmp_path / "b.png", "--seed", "3", "--latents", str(tmp_path / "noise.npy")).read_bytes()
+    assert a == b
+
+
+def test_num_images_writes_a_grid(export_dir, tmp_path):
+    out = sample(export_dir, tmp_path / "grid.png", "--num-images", "3")
+    size = TINY.vae.sample_size
+    assert Image.open(out).size == (2 * size, 2 * size)  # 3 images -> 2x2 grid
+
+
+def test_height_width(export_dir, tmp_path):
+    out = sample(export_dir, tmp_path / "wide.png", "--height", "16", "--width", "32")
+    assert Image.open(out).size == (32, 16)
+
+
+def test_save_intermediates(export_dir, tmp_path):
+    sample(export_dir, tmp_path / "a.png", "--save-intermediates", str(tmp_path / "steps"))
+    files = sorted(p.name for p in (tmp_path / "steps").iterdir())
+    assert [f for f in files if f.endswith(".npy")] == [
+        "step_000_t0751.npy", "step_001_t0501.npy", "step_002_t0251.npy", "step_003_t0001.npy"]  # leading, offset 1
+    assert "x0_previews.png" in files
+    assert np.load(tmp_path / "steps" / "step_000_t0751.npy").shape == (1, 4, 8, 8)
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "ddpm", "DDPMScheduler"])
+def test_schedulers_selectable(export_dir, tmp_path, scheduler):
+    sample(export_dir, tmp_path / "a.png", "--scheduler", scheduler)
+
+
+def test_guidance_one_and_negative_prompt(export_dir, tmp_path):
+    base = sample(export_dir, tmp_path / "a.png").read_bytes()
+    neg = sample(export_dir, tmp_path / "b.png", "--negative-prompt", "blue square").read_bytes()
+    assert base != neg  # the negative prompt enters the unconditional half
+    g1 = sample(export_dir, tmp_path / "c.png", "--guidance", "1").read_bytes()
+    g1_neg = sample(export_dir, tmp_path / "d.png", "--guidance", "1", "--negative-prompt", "blue square").read_bytes()
+    assert g1 == g1_neg  # w = 1 never runs the unconditional half
+
+
+def test_json_summary(export_dir, tmp_path):
+    import json
+
+    result = run("sample", "--engine", str(export_dir), "--steps", "2", "--out", str(tmp_path / "a.png"), "--json",
+                 "--prompt", "a red circle with zebra stripes")
+    data = json.loads(result.stdout)
+    assert data["steps"] == 2 and data["unknown_words"] == ["zebra", "stripes"]
