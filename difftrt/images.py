@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from difftrt.errors import ArtifactError
 from difftrt.fileio import write_bytes_atomic
 
 
@@ -33,3 +34,15 @@ def png_bytes(image: np.ndarray) -> bytes:
 def save_png(images: np.ndarray, path: Path, columns: int | None = None) -> None:
     """One image as is; several as a grid."""
     write_bytes_atomic(Path(path), png_bytes(images[0] if len(images) == 1 else grid(images, columns)))
+
+
+def load_image(path: Path, width: int, height: int) -> np.ndarray:
+    """Read any Pillow-readable image as (height, width, 3) uint8 RGB, resized (Lanczos) when needed."""
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ArtifactError(f"cannot read image {path}: {exc}") from None
+    if rgb.size != (width, height):
+        rgb = rgb.resize((width, height), Image.Resampling.LANCZOS)
+    return np.asarray(rgb, dtype=np.uint8)

@@ -18,15 +18,16 @@ class IntermediateRecorder:
     """A step callback that keeps each step's latents and the first image's predicted x0."""
 
     def __init__(self) -> None:
-        self.latents: list[tuple[int, int, np.ndarray]] = []
+        self.latents: list[tuple[int, float, np.ndarray]] = []
         self.pred_x0: list[np.ndarray] = []
 
-    def __call__(self, i: int, t: int, x: np.ndarray, pred_x0: np.ndarray) -> None:
+    def __call__(self, i: int, t: float, x: np.ndarray, pred_x0: np.ndarray) -> None:
         self.latents.append((i, t, x.copy()))
         self.pred_x0.append(pred_x0[:1].copy())
 
     def write(self, folder: Path, decode: Callable[[np.ndarray], np.ndarray]) -> None:
-        """Write ``step_III_tTTT.npy`` per step and ``x0_previews.png`` (decoded x0, one tile per step)."""
+        """Write ``step_III_tTTTT.npy`` per step (t as an integer, or with 3 decimals on a σ-grid) and
+        ``x0_previews.png`` (decoded x0, one tile per step)."""
         folder = Path(folder)
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()  # an empty folder the user made for us
@@ -37,5 +38,6 @@ class IntermediateRecorder:
             for i, t, x in self.latents:
                 buffer = io.BytesIO()
                 np.save(buffer, x, allow_pickle=False)
-                (tmp / f"step_{i:03d}_t{t:04d}.npy").write_bytes(buffer.getvalue())
+                label = f"{int(t):04d}" if float(t).is_integer() else f"{t:08.3f}"
+                (tmp / f"step_{i:03d}_t{label}.npy").write_bytes(buffer.getvalue())
             (tmp / "x0_previews.png").write_bytes(png_bytes(grid(previews)))

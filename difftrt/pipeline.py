@@ -1,4 +1,4 @@
-"""Text-to-image: encode the prompt → denoise latents → decode with the VAE. Backend-agnostic."""
+"""Text-to-image and image-to-image: encode the prompt → denoise latents → decode with the VAE. Backend-agnostic."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 from difftrt.backends.base import Engine
 from difftrt.config import ModelConfig
 from difftrt.errors import UsageError
-from difftrt.models.tokenizer import Tokenizer
+from difftrt.models.tokenizer import Encoding, Tokenizer
 from difftrt.sampling import StepCallback, denoise_loop, unet_denoiser
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ class SampleRequest:
     width: int | None = None
     eta: float = 0.0  # DDIM's η (0: deterministic)
     latents: np.ndarray | None = None  # (N, C, h, w) unit-variance initial noise, before init_noise_sigma
+    init_image: np.ndarray | None = None  # img2img: (H, W, 3) uint8 at the output size
+    strength: float = 0.8  # img2img: how far the image is noised, in (0, 1]; 1 keeps nothing of it
 
     def check(self) -> None:
         if self.steps < 1:
@@ -40,6 +42,10 @@ class SampleRequest:
             raise UsageError(f"--eta must be a finite number >= 0, got {self.eta}")
         if self.num_images < 1:
             raise UsageError(f"--num-images must be >= 1, got {self.num_images}")
+        if not (math.isfinite(self.strength) and 0 < self.strength <= 1):
+            raise UsageError(f"--strength must be in (0, 1], got {self.strength}")
+        if self.init_image is not None and self.latents is not None:
+            raise UsageError("--latents and --init-image exclude each other (img2img draws its noise from --seed)")
 
 
 @dataclass(frozen=True)
@@ -56,13 +62,24 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.round(x.transpose(0, 2, 3, 1) * 255).astype(np.uint8)
 
 
+def from_uint8(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [-1, 1]."""
+    return (image.astype(np.float32).transpose(2, 0, 1)[None] / 127.5 - 1.0).astype(np.float32)
+
+
+def img2img_start(steps: int, strength: float, order: int) -> int:
+    """Index of the first timestep img2img runs, as diffusers' StableDiffusionImg2ImgPipeline.get_timesteps."""
+    init_timestep = min(int(steps * strength), steps)
+    return max(steps - init_timestep, 0) * order
+
+
 class Text2ImagePipeline:
     """Holds the engines; ``__call__`` turns a ``SampleRequest`` into images."""
 
     def __init__(self, engines: dict[str, Engine], tokenizer: Tokenizer, config: ModelConfig) -> None:
         self.engines, self.tokenizer, self.config = engines, tokenizer, config
 
-    def encode_prompt(self, prompts: list[str]) -> tuple[np.ndarray, Any]:
+    def encode_prompt(self, prompts: list[str]) -> tuple[np.ndarray, Encoding]:
         encoding = self.tokenizer.encode(prompts)
         states = self.engines["text_encoder"].run({"input_ids": encoding.ids})["last_hidden_state"]
         return states, encoding
@@ -70,6 +87,14 @@ class Text2ImagePipeline:
     def decode(self, latents: np.ndarray) -> np.ndarray:
         scaled = (latents / np.float32(self.config.vae.scaling_factor)).astype(np.float32)
         return self.engines["vae_decoder"].run({"latent_sample": scaled})["sample"]
+
+    def encode_image(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(N, 3, H, W) in [-1, 1] -> scaled latents: a draw from the encoder's Gaussian posterior × scaling_factor."""
+        moments = self.engines["vae_encoder"].run({"sample": image})["latent_parameters"]
+        mean, logvar = np.split(moments, 2, axis=1)
+        std = np.exp(0.5 * np.clip(logvar, -30.0, 20.0))  # diffusers' DiagonalGaussianDistribution clamp
+        z = mean + std * rng.standard_normal(mean.shape, dtype=np.float32)
+        return (z * self.config.vae.scaling_factor).astype(np.float32)
 
     def latent_shape(self, req: SampleRequest) -> tuple[int, int, int, int]:
         f, m = self.config.vae.downsample_factor, self.config.latent_factor
@@ -79,10 +104,29 @@ class Text2ImagePipeline:
             raise UsageError(f"--height/--width must be positive multiples of {m} for this model, got {h}x{w}")
         return (req.num_images, self.config.vae.latent_channels, h // f, w // f)
 
-    def __call__(self, req: SampleRequest, scheduler: Any, callback: StepCallback | None = None) -> SampleResult:
-        req.check()
-        shape = self.latent_shape(req)
-        rng = np.random.default_rng(req.seed)
+    def timesteps(self, req: SampleRequest, scheduler: Any) -> np.ndarray:
+        """Set the scheduler up for ``req`` and return the timesteps that will run (a tail of them for img2img)."""
+        scheduler.set_timesteps(req.steps)
+        if req.init_image is None:
+            return scheduler.timesteps
+        start = img2img_start(req.steps, req.strength, scheduler.order)
+        if start >= len(scheduler.timesteps):
+            raise UsageError(f"--strength {req.strength} with --steps {req.steps} leaves no step to run; raise either")
+        scheduler.set_begin_index(start)
+        return scheduler.timesteps[start:]
+
+    def initial_latents(self, req: SampleRequest, shape: tuple[int, ...], scheduler: Any, t0: np.ndarray,
+                        rng: np.random.Generator) -> np.ndarray:
+        """x at the first timestep: scaled noise (txt2img) or the encoded image noised to ``t0`` (img2img).
+        t0: (1,) the first timestep, in the scheduler's own dtype (σ-schedulers use float timesteps)."""
+        if req.init_image is not None:
+            if req.init_image.shape[:2] != (shape[2] * self.config.vae.downsample_factor,
+                                            shape[3] * self.config.vae.downsample_factor):
+                raise UsageError(f"init image is {req.init_image.shape[1]}x{req.init_image.shape[0]}, expected the output size")
+            image = np.repeat(from_uint8(req.init_image), req.num_images, axis=0)
+            x0 = self.encode_image(image, rng)
+            noise = rng.standard_normal(shape, dtype=np.float32)
+            return scheduler.add_noise(x0, noise, np.repeat(t0, shape[0])).astype(np.float32)
         if req.latents is None:
             x_T = rng.standard_normal(shape, dtype=np.float32)
         elif req.latents.shape != shape:
@@ -91,11 +135,18 @@ class Text2ImagePipeline:
             raise UsageError("--latents contains NaN or infinite values")
         else:
             x_T = req.latents.astype(np.float32)
-        scheduler.set_timesteps(req.steps)
+        return (x_T * np.float32(scheduler.init_noise_sigma)).astype(np.float32)
+
+    def __call__(self, req: SampleRequest, scheduler: Any, callback: StepCallback | None = None) -> SampleResult:
+        req.check()
+        shape = self.latent_shape(req)
+        rng = np.random.default_rng(req.seed)
+        timesteps = self.timesteps(req, scheduler)
+        x = self.initial_latents(req, shape, scheduler, timesteps[:1], rng)
         cond, encoding = self.encode_prompt([req.prompt] * req.num_images)
         uncond = self.encode_prompt([req.negative_prompt] * req.num_images)[0] if req.guidance != 1.0 else None
         denoise = unet_denoiser(self.engines["unet"], cond, uncond, req.guidance)
         step_kwargs = {"eta": req.eta} if req.eta else {}  # schedulers without η refuse a non-zero one
-        latents = denoise_loop(scheduler, denoise, x_T, rng, step_kwargs, callback)
+        latents = denoise_loop(scheduler, denoise, x, timesteps, rng, step_kwargs, callback)
         images = to_uint8(self.decode(latents))
         return SampleResult(images, latents, encoding.truncated[0], encoding.unknown_words)

@@ -24,8 +24,11 @@ def ort_engines(artifact: Artifact, components: tuple[str, ...] = SAMPLING_COMPO
     return engines
 
 
-def load_pipeline(engine: Path, device: str = "cpu", threads: int = 0) -> tuple[Text2ImagePipeline, Artifact]:
-    """``engine`` is an artifact folder or its ``unet.onnx``; hashes are verified before anything runs."""
+def load_pipeline(engine: Path, device: str = "cpu", threads: int = 0,
+                  img2img: bool = False) -> tuple[Text2ImagePipeline, Artifact]:
+    """``engine`` is an artifact folder or its ``unet.onnx``; hashes are verified before anything runs.
+    ``img2img`` also loads the VAE encoder."""
     artifact = open_artifact(Path(engine), "unet")
-    engines = ort_engines(artifact, device=device, threads=threads)
+    components = SAMPLING_COMPONENTS + (("vae_encoder",) if img2img else ())
+    engines = ort_engines(artifact, components, device=device, threads=threads)
     return Text2ImagePipeline(engines, artifact.tokenizer(), artifact.config), artifact

@@ -14,8 +14,8 @@ import numpy as np
 
 from difftrt.backends.base import Engine
 
-Denoise = Callable[[np.ndarray, int], np.ndarray]
-StepCallback = Callable[[int, int, np.ndarray, np.ndarray], None]  # (i, t, x_{t-1}, predicted x0)
+Denoise = Callable[[np.ndarray, float], np.ndarray]
+StepCallback = Callable[[int, float, np.ndarray, np.ndarray], None]  # (i, t, x_{t-1}, predicted x0)
 
 
 def guide(out_uncond: np.ndarray, out_cond: np.ndarray, scale: float) -> np.ndarray:
@@ -33,7 +33,7 @@ def unet_denoiser(unet: Engine, cond: np.ndarray, uncond: np.ndarray | None, sca
     guided = uncond is not None and scale != 1.0
     context = np.concatenate([uncond, cond]) if guided else cond
 
-    def denoise(x_t: np.ndarray, t: int) -> np.ndarray:
+    def denoise(x_t: np.ndarray, t: float) -> np.ndarray:
         rows = np.concatenate([x_t, x_t]) if guided else x_t
         timestep = np.full((rows.shape[0],), t, dtype=np.float32)
         out = unet.run({"sample": rows, "timestep": timestep, "encoder_hidden_states": context})["out_sample"]
@@ -45,14 +45,13 @@ def unet_denoiser(unet: Engine, cond: np.ndarray, uncond: np.ndarray | None, sca
     return denoise
 
 
-def denoise_loop(scheduler: Any, denoise: Denoise, x_T: np.ndarray, rng: np.random.Generator,
+def denoise_loop(scheduler: Any, denoise: Denoise, x: np.ndarray, timesteps: np.ndarray, rng: np.random.Generator,
                  step_kwargs: dict[str, Any] | None = None, callback: StepCallback | None = None) -> np.ndarray:
-    """Run ``scheduler.timesteps`` from unit-variance noise ``x_T`` (scaled by ``init_noise_sigma`` here)."""
-    x = x_T * np.float32(scheduler.init_noise_sigma)
-    for i, t in enumerate(scheduler.timesteps):
-        out = denoise(scheduler.scale_model_input(x, t), int(t))
+    """Step ``x`` (already scaled: noise × ``init_noise_sigma``, or a noised image) through ``timesteps``."""
+    for i, t in enumerate(timesteps):
+        out = denoise(scheduler.scale_model_input(x, t), float(t))  # σ-grids have fractional timesteps
         step = scheduler.step(out, t, x, generator=rng, **(step_kwargs or {}))
         x = step.prev_sample
         if callback is not None:
-            callback(i, int(t), x, step.pred_original_sample)
+            callback(i, float(t), x, step.pred_original_sample)
     return x

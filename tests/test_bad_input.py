@@ -142,3 +142,29 @@ def test_export_refuses_to_overwrite(ckpt_dir, export_dir):
 def test_bad_usage_is_not_a_traceback(tmp_path):
     result = CliRunner().invoke(main, ["sample", "--steps", "many"])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("strength", ["0", "-0.5", "1.5", "nan"])
+def test_strength_out_of_range(export_dir, tmp_path, strength):
+    out = tmp_path / "o.png"
+    fails(*sample_args(export_dir, out, "--strength", strength), match="--strength must be in (0, 1]", out=out)
+
+
+def test_init_image_unreadable(export_dir, tmp_path):
+    (tmp_path / "in.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "o.png"
+    fails(*sample_args(export_dir, out, "--init-image", str(tmp_path / "in.png")), match="cannot read image", out=out)
+
+
+def test_init_image_missing(export_dir, tmp_path):
+    out = tmp_path / "o.png"
+    fails(*sample_args(export_dir, out, "--init-image", str(tmp_path / "none.png")), match="cannot read image", out=out)
+
+
+def test_strength_too_low_for_steps(export_dir, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (16, 16)).save(tmp_path / "in.png")
+    out = tmp_path / "o.png"
+    fails(*sample_args(export_dir, out, "--init-image", str(tmp_path / "in.png"), "--strength", "0.1"),
+          match="leaves no step to run", out=out)

@@ -90,3 +90,36 @@ def test_json_summary(export_dir, tmp_path):
                  "--prompt", "a red circle with zebra stripes")
     data = json.loads(result.stdout)
     assert data["steps"] == 2 and data["unknown_words"] == ["zebra", "stripes"]
+
+
+def write_image(path, size):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("strength,expected_steps", [(1.0, 10), (0.5, 5), (0.25, 2), (0.8, 8)])
+def test_img2img_runs_the_tail_of_the_schedule(export_dir, tmp_path, strength, expected_steps):
+    """diffusers' get_timesteps: init_timestep = min(int(n·s), n); the last init_timestep steps run."""
+    image = write_image(tmp_path / "in.png", 24)  # resized to the output size
+    out = tmp_path / "o.png"
+    result = run("sample", "--engine", str(export_dir), "--steps", "10", "--init-image", str(image), "--strength",
+                 str(strength), "--save-intermediates", str(tmp_path / "steps"), "--out", str(out), "-q")
+    assert result.exit_code == 0, result.output
+    steps = sorted(p.name for p in (tmp_path / "steps").glob("*.npy"))
+    assert len(steps) == expected_steps
+    # leading spacing with steps_offset 1 gives 901, 801, ..., 1; img2img starts (10 - expected_steps) in
+    assert steps[0] == f"step_000_t{901 - 100 * (10 - expected_steps):04d}.npy"
+    assert Image.open(out).size == (TINY.vae.sample_size, TINY.vae.sample_size)
+
+
+def test_img2img_is_deterministic_and_depends_on_the_image(export_dir, tmp_path):
+    a_in = write_image(tmp_path / "a.png", 16)
+    b_in = tmp_path / "b.png"
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(b_in)
+    args = ("--steps", "6", "--strength", "0.5", "--seed", "1")
+    one = sample(export_dir, tmp_path / "1.png", "--init-image", str(a_in), *args).read_bytes()
+    two = sample(export_dir, tmp_path / "2.png", "--init-image", str(a_in), *args).read_bytes()
+    three = sample(export_dir, tmp_path / "3.png", "--init-image", str(b_in), *args).read_bytes()
+    assert one == two
+    assert one != three

@@ -382,17 +382,17 @@ def test_from_config_defaults_ignored_keys_and_round_trip():
 
 
 def test_class_name_overrides_the_config_class():
-    config = {"_class_name": "PNDMScheduler", "steps_offset": 1, "set_alpha_to_one": False, "skip_prk_steps": True}
-    assert SCHEDULERS == {"ddim": DDIMScheduler, "ddpm": DDPMScheduler}
+    config = {"_class_name": "KDPM2DiscreteScheduler", "steps_offset": 1, "set_alpha_to_one": False}
+    assert SCHEDULERS["ddim"] is DDIMScheduler and SCHEDULERS["ddpm"] is DDPMScheduler
     assert isinstance(from_config(config, "ddim"), DDIMScheduler)
     assert isinstance(from_config(config, "DDPMScheduler"), DDPMScheduler)
     assert from_config(config, "ddim").config.steps_offset == 1
-    with pytest.raises(ConfigError, match=r"PNDMScheduler.*ddim, ddpm"):
+    with pytest.raises(ConfigError, match=r"unsupported scheduler 'KDPM2DiscreteScheduler'.*; supported: ddim, ddpm"):
         from_config(config)
     with pytest.raises(ConfigError, match="_class_name"):
         from_config({})
-    with pytest.raises(ConfigError, match="euler"):
-        from_config(config, "euler")
+    with pytest.raises(ConfigError, match="supported: ddim"):
+        from_config(config, "euler-karras")
 
 
 @pytest.mark.parametrize(

@@ -26,8 +26,9 @@ def table(result: dict[str, Any], markdown: bool = False) -> str:
         if "ratio" in result:
             row.append(f"{result['ratio']['stages'][stage]:.2f}x")
         rows.append(row)
-    rows.append(["Images/s"] + [f"{result['backends'][b]['stages']['images_per_s']:.2f}" for b in backends]
-                + ([""] if "ratio" in result else []))
+    pad = [""] if "ratio" in result else []
+    rows.append(["Images/s"] + [f"{result['backends'][b]['stages']['images_per_s']:.2f}" for b in backends] + pad)
+    rows.append(["Peak RSS MiB (process)"] + [f"{result['backends'][b]['peak_rss_mib_after']:.0f}" for b in backends] + pad)
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])

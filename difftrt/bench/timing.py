@@ -36,6 +36,9 @@ class TimedScheduler:
         self.calls: list[float] = []
         self.set_timesteps = scheduler.set_timesteps
         self.scale_model_input = scheduler.scale_model_input
+        self.set_begin_index = scheduler.set_begin_index
+        self.add_noise = scheduler.add_noise
+        self.order = scheduler.order
 
         @functools.wraps(scheduler.step)
         def step(*args: Any, **kwargs: Any) -> Any:

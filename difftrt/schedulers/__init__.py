@@ -2,10 +2,14 @@
 
 Never imports torch: the sampling loop runs the same whatever computed the model output.
 
-    scheduler = from_config(json.load(open("scheduler/scheduler_config.json")), "ddim")
+    scheduler = from_config(json.load(open("scheduler/scheduler_config.json")), "euler")
     scheduler.set_timesteps(50)
+    x = noise * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
-        x = scheduler.step(denoise(x, t), t, x).prev_sample
+        x = scheduler.step(denoise(scheduler.scale_model_input(x, t), t), t, x).prev_sample
+
+img2img, as diffusers' pipelines: ``t_start = n - min(int(n * strength), n)``, run ``timesteps[t_start * order:]``
+after ``set_begin_index(t_start * order)``, starting from ``add_noise(x0, noise, timesteps[:1])``.
 """
 
 from __future__ import annotations
@@ -14,23 +18,39 @@ from collections.abc import Mapping
 from typing import Any
 
 from difftrt.errors import ConfigError
-from difftrt.schedulers.base import DiscreteScheduler, Prediction, SchedulerConfig, SchedulerOutput
+from difftrt.schedulers.base import BaseConfig, DiscreteScheduler, Prediction, SchedulerConfig, SchedulerOutput
 from difftrt.schedulers.ddim import DDIMConfig, DDIMScheduler
 from difftrt.schedulers.ddpm import DDPMConfig, DDPMScheduler, VarianceType
+from difftrt.schedulers.dpm import DPMSolverConfig, DPMSolverMultistepScheduler
+from difftrt.schedulers.euler import EulerConfig, EulerDiscreteScheduler
+from difftrt.schedulers.euler_ancestral import EulerAncestralConfig, EulerAncestralDiscreteScheduler
+from difftrt.schedulers.heun import HeunConfig, HeunDiscreteScheduler
+from difftrt.schedulers.lms import LMSConfig, LMSDiscreteScheduler
+from difftrt.schedulers.pndm import PNDMConfig, PNDMScheduler
 
-SCHEDULERS: dict[str, type[DiscreteScheduler]] = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler}  # CLI short names
+SCHEDULERS: dict[str, type[DiscreteScheduler]] = {  # CLI short names
+    "ddim": DDIMScheduler,
+    "ddpm": DDPMScheduler,
+    "euler": EulerDiscreteScheduler,
+    "euler-a": EulerAncestralDiscreteScheduler,
+    "dpm++2m": DPMSolverMultistepScheduler,  # the config's solver_order / algorithm_type still apply
+    "lms": LMSDiscreteScheduler,
+    "pndm": PNDMScheduler,
+    "heun": HeunDiscreteScheduler,
+}
 _BY_CLASS_NAME = {cls.config_class.class_name: cls for cls in SCHEDULERS.values()}
 
 
 def from_config(config: Mapping[str, Any], class_name: str | None = None) -> DiscreteScheduler:
     """A scheduler from a diffusers ``scheduler_config.json`` dict.
 
-    ``class_name`` ("ddim", "ddpm", "DDIMScheduler", "DDPMScheduler") overrides the config's ``_class_name``,
-    as diffusers' ``DDIMScheduler.from_config(pndm_config)`` does; fields the class does not use are ignored.
+    ``class_name`` (a short name of ``SCHEDULERS`` or a diffusers class name such as "EulerDiscreteScheduler")
+    overrides the config's ``_class_name``, as diffusers' ``EulerDiscreteScheduler.from_config(pndm_config)``
+    does; fields the class does not use are ignored, missing ones take that class's defaults.
     """
     name = class_name if class_name is not None else config.get("_class_name")
     if name is None:
-        raise ConfigError("the scheduler config has no '_class_name'; pass class_name='ddim' or 'ddpm'")
+        raise ConfigError(f"the scheduler config has no '_class_name'; pass class_name= one of {', '.join(SCHEDULERS)}")
     cls = SCHEDULERS.get(str(name).lower()) or _BY_CLASS_NAME.get(str(name))
     if cls is None:
         supported = ", ".join([*SCHEDULERS, *_BY_CLASS_NAME])
@@ -41,11 +61,24 @@ def from_config(config: Mapping[str, Any], class_name: str | None = None) -> Dis
 
 __all__ = [
     "SCHEDULERS",
+    "BaseConfig",
     "DDIMConfig",
     "DDIMScheduler",
     "DDPMConfig",
     "DDPMScheduler",
+    "DPMSolverConfig",
+    "DPMSolverMultistepScheduler",
     "DiscreteScheduler",
+    "EulerAncestralConfig",
+    "EulerAncestralDiscreteScheduler",
+    "EulerConfig",
+    "EulerDiscreteScheduler",
+    "HeunConfig",
+    "HeunDiscreteScheduler",
+    "LMSConfig",
+    "LMSDiscreteScheduler",
+    "PNDMConfig",
+    "PNDMScheduler",
     "Prediction",
     "SchedulerConfig",
     "SchedulerOutput",

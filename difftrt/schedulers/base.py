@@ -1,4 +1,5 @@
-"""What DDPM and DDIM share: the config, the step output, ε/v/x₀ conversion, x₀ clipping, the forward process.
+"""What every scheduler shares: the config, the step output, ε/v/x₀ conversion (in the ᾱ and the σ
+parametrisation), x₀ clipping and thresholding, the begin index, and the forward process of DDPM, DDIM and PNDM.
 
 Notation: x_t the noisy sample at timestep t, x_0 the clean sample, eps the unit Gaussian noise, with
 x_t = sqrt(ᾱ_t)·x_0 + sqrt(1 − ᾱ_t)·eps, and v = sqrt(ᾱ_t)·eps − sqrt(1 − ᾱ_t)·x_0 (Salimans & Ho 2022,
@@ -41,25 +42,22 @@ class Prediction(str, Enum):
 
 
 @dataclass(frozen=True)
-class SchedulerConfig:
-    """Fields DDPM and DDIM share. Names and defaults are diffusers', so its ``scheduler_config.json`` loads as is."""
+class BaseConfig:
+    """Fields every diffusers scheduler has. Names and defaults are diffusers', so its ``scheduler_config.json``
+    loads as is; subclasses add their own fields and may override defaults (e.g. ``timestep_spacing``)."""
 
     class_name: ClassVar[str] = ""  # diffusers' ``_class_name`` for the subclass
+    # field -> the values difftrt supports, for diffusers options it implements only partly (ConfigError otherwise)
+    restricted: ClassVar[Mapping[str, tuple[Any, ...]]] = {}
 
     num_train_timesteps: int = 1000  # T, number of training timesteps
     beta_start: float = 0.0001  # first β of the linear / scaled_linear schedules
     beta_end: float = 0.02  # last β of the linear / scaled_linear schedules
     beta_schedule: BetaSchedule = BetaSchedule.LINEAR  # how β is laid out over the T steps
     trained_betas: tuple[float, ...] | None = None  # explicit β_1..β_T; overrides the three fields above
-    clip_sample: bool = True  # clip predicted x_0 to ±clip_sample_range (unless thresholding)
-    clip_sample_range: float = 1.0  # bound used by clip_sample
     prediction_type: Prediction = Prediction.EPSILON  # what the model outputs
-    thresholding: bool = False  # Imagen dynamic thresholding of predicted x_0 (pixel models only)
-    dynamic_thresholding_ratio: float = 0.995  # quantile of |x_0| taken as the threshold s
-    sample_max_value: float = 1.0  # upper bound for s
     timestep_spacing: TimestepSpacing = TimestepSpacing.LEADING  # how inference timesteps are picked
     steps_offset: int = 0  # added to "leading" timesteps (Stable Diffusion 1.x uses 1)
-    rescale_betas_zero_snr: bool = False  # rescale β so that ᾱ_{T−1} = 0 (Lin et al. 2023)
 
     def __post_init__(self) -> None:
         self._coerce("beta_schedule", BetaSchedule)
@@ -70,6 +68,15 @@ class SchedulerConfig:
         big_t = self.num_train_timesteps
         if isinstance(big_t, bool) or not isinstance(big_t, int) or big_t < 1:
             raise ConfigError(f"num_train_timesteps must be a positive integer, got {big_t!r}")
+        for field, supported in self.restricted.items():
+            value = getattr(self, field)
+            if value not in supported:
+                shown = repr(value.value if isinstance(value, Enum) else value)
+                choices = ", ".join(repr(v.value if isinstance(v, Enum) else v) for v in supported)
+                raise ConfigError(
+                    f"{field}={shown} is not supported by difftrt's {self.class_name}; supported: {choices} "
+                    f"(set {field!r} in the scheduler config to one of these)"
+                )
 
     def _coerce(self, field: str, choices: type[Enum]) -> None:
         """Replace the string in ``field`` by its enum member (frozen, hence ``object.__setattr__``)."""
@@ -91,6 +98,18 @@ class SchedulerConfig:
             value = getattr(self, f.name)
             out[f.name] = value.value if isinstance(value, Enum) else list(value) if isinstance(value, tuple) else value
         return out
+
+
+@dataclass(frozen=True)
+class SchedulerConfig(BaseConfig):
+    """The fields DDPM and DDIM share on top of ``BaseConfig``: x̂_0 clipping / thresholding, zero-SNR rescaling."""
+
+    clip_sample: bool = True  # clip predicted x_0 to ±clip_sample_range (unless thresholding)
+    clip_sample_range: float = 1.0  # bound used by clip_sample
+    thresholding: bool = False  # Imagen dynamic thresholding of predicted x_0 (pixel models only)
+    dynamic_thresholding_ratio: float = 0.995  # quantile of |x_0| taken as the threshold s
+    sample_max_value: float = 1.0  # upper bound for s
+    rescale_betas_zero_snr: bool = False  # rescale β so that ᾱ_{T−1} = 0 (Lin et al. 2023)
 
 
 @dataclass(frozen=True)
@@ -128,6 +147,23 @@ PREDICTION_TO_X0_EPS: dict[Prediction, Callable[[np.ndarray, np.ndarray, float],
 }
 
 
+def x0_from_sigma_output(prediction: Prediction, x: np.ndarray, output: np.ndarray, sigma: float) -> np.ndarray:
+    """x̂_0 for σ-schedulers, which carry x = x_t / sqrt(ᾱ) = x_0 + σ·eps with σ² = (1 − ᾱ)/ᾱ (Karras et al. 2022).
+
+    The conversions above with ᾱ = 1/(1 + σ²) and x_t = x/sqrt(1 + σ²), written without the rescaled copy:
+    eps: x − σ·eps; v: x/(1 + σ²) − σ/sqrt(1 + σ²)·v; sample: the output itself. x, output: (B, ...).
+    """
+    if prediction is Prediction.SAMPLE:
+        return output
+    if prediction is Prediction.EPSILON:
+        x_0 = output * -sigma
+        x_0 += x
+        return x_0
+    x_0 = output * (-sigma / math.sqrt(sigma * sigma + 1.0))
+    x_0 += x * (1.0 / (sigma * sigma + 1.0))
+    return x_0
+
+
 def threshold_sample(x_0: np.ndarray, ratio: float, max_value: float) -> np.ndarray:
     """Imagen dynamic thresholding (Saharia et al. 2022, §2.3), as diffusers' ``_threshold_sample``.
 
@@ -144,21 +180,23 @@ def threshold_sample(x_0: np.ndarray, ratio: float, max_value: float) -> np.ndar
 class DiscreteScheduler:
     """The diffusers scheduler protocol over a discrete ᾱ schedule: set_timesteps, step, add_noise."""
 
-    config_class: ClassVar[type[SchedulerConfig]] = SchedulerConfig
+    config_class: ClassVar[type[BaseConfig]] = SchedulerConfig
     init_noise_sigma: float = 1.0  # x_T ~ N(0, 1): no initial scaling
-    order: int = 1  # one model call per step
+    order: int = 1  # model calls per inference step (img2img skips ``order`` entries of .timesteps per step)
 
-    def __init__(self, config: SchedulerConfig | None = None) -> None:
+    def __init__(self, config: BaseConfig | None = None) -> None:
         self.config = self.config_class() if config is None else config
         if not isinstance(self.config, self.config_class):
             want, got = self.config_class.__name__, type(config).__name__
             raise ConfigError(f"{type(self).__name__} needs a {want}, got {got}")
         c = self.config
         betas = make_betas(c.beta_schedule, c.num_train_timesteps, c.beta_start, c.beta_end, c.trained_betas)
-        self.betas = rescale_zero_terminal_snr(betas) if c.rescale_betas_zero_snr else betas  # (T,) float64
+        zero_snr = getattr(c, "rescale_betas_zero_snr", False)
+        self.betas = rescale_zero_terminal_snr(betas) if zero_snr else betas  # (T,) float64
         self.alphas_cumprod = np.cumprod(1.0 - self.betas)  # ᾱ_t: (T,) float64
         self.num_inference_steps: int | None = None
         self.timesteps = np.arange(c.num_train_timesteps, dtype=np.int64)[::-1].copy()  # (n,) int64, descending
+        self._begin_index: int | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Self:
@@ -173,6 +211,24 @@ class DiscreteScheduler:
         c = self.config
         self.timesteps = make_timesteps(c.timestep_spacing, num_inference_steps, c.num_train_timesteps, c.steps_offset)
         self.num_inference_steps = int(num_inference_steps)
+        self._begin_index = None
+
+    @property
+    def begin_index(self) -> int | None:
+        """The index in .timesteps where the loop starts (img2img), or None: set by ``set_begin_index``."""
+        return self._begin_index
+
+    def set_begin_index(self, begin_index: int = 0) -> None:
+        """Start at ``.timesteps[begin_index]``, as diffusers' img2img does with ``t_start * order``.
+
+        σ-schedulers take their step index from it (and ``add_noise`` its σ), PNDM starts plain PLMS there;
+        DDPM and DDIM step by timestep value and only record it. Reset by ``set_timesteps``. Raises
+        ``UsageError`` outside the grid.
+        """
+        i = int(begin_index)
+        if not 0 <= i < len(self.timesteps):
+            raise UsageError(f"begin_index must be in 0..{len(self.timesteps) - 1} (an index into .timesteps), got {i}")
+        self._begin_index = i
 
     def scale_model_input(self, sample: np.ndarray, timestep: int | None = None) -> np.ndarray:  # noqa: ARG002
         """Identity: DDPM/DDIM feed x_t to the model unscaled."""
@@ -208,6 +264,12 @@ class DiscreteScheduler:
         elif c.clip_sample:
             pred_x0 = np.clip(pred_x0, -c.clip_sample_range, c.clip_sample_range)
         return pred_x0, pred_eps
+
+    def _reject_eta(self, eta: float | None) -> None:
+        """η belongs to DDIM; the pipeline passes it only when set, so any other scheduler refuses it."""
+        if eta is not None:
+            raise UsageError(f"eta applies to the DDIM scheduler only, got eta={eta} with {type(self).__name__}; "
+                             "leave it unset or use --scheduler ddim")
 
     @staticmethod
     def _noise(

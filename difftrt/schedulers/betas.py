@@ -93,6 +93,16 @@ def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
     return 1.0 - alphas
 
 
+def check_steps(num_inference_steps: int, num_train_timesteps: int) -> tuple[int, int]:
+    """(n, T) as ints; raises ``UsageError`` unless 1 ≤ n ≤ T."""
+    n, big_t = int(num_inference_steps), int(num_train_timesteps)
+    if not 1 <= n <= big_t:
+        raise UsageError(
+            f"num_inference_steps must be between 1 and num_train_timesteps={big_t}, got {num_inference_steps}"
+        )
+    return n, big_t
+
+
 def make_timesteps(
     spacing: str, num_inference_steps: int, num_train_timesteps: int, steps_offset: int = 0
 ) -> np.ndarray:
@@ -101,11 +111,7 @@ def make_timesteps(
     ``steps_offset`` only shifts "leading" (diffusers ignores it for the other two spacings).
     """
     spacing = parse_choice(TimestepSpacing, spacing, "timestep_spacing")
-    n, big_t = int(num_inference_steps), int(num_train_timesteps)
-    if not 1 <= n <= big_t:
-        raise UsageError(
-            f"num_inference_steps must be between 1 and num_train_timesteps={big_t}, got {num_inference_steps}"
-        )
+    n, big_t = check_steps(num_inference_steps, num_train_timesteps)
     if spacing is TimestepSpacing.LINSPACE:
         timesteps = np.linspace(0, big_t - 1, n).round()[::-1]
     elif spacing is TimestepSpacing.LEADING:
@@ -121,3 +127,37 @@ def make_timesteps(
             f"but the model was trained on 0..{big_t - 1}; use fewer steps or a smaller steps_offset"
         )
     return timesteps
+
+
+def make_sigma_timesteps(
+    spacing: str, num_inference_steps: int, num_train_timesteps: int, steps_offset: int = 0
+) -> np.ndarray:
+    """The grid of diffusers' Euler / LMS / Heun ``set_timesteps``, descending: (n,) float32.
+
+    As ``make_timesteps`` except "linspace", which is not rounded: linspace(0, T−1, n) in float32.
+    """
+    spacing = parse_choice(TimestepSpacing, spacing, "timestep_spacing")
+    if spacing is not TimestepSpacing.LINSPACE:
+        return make_timesteps(spacing, num_inference_steps, num_train_timesteps, steps_offset).astype(np.float32)
+    n, big_t = check_steps(num_inference_steps, num_train_timesteps)
+    return np.linspace(0, big_t - 1, n, dtype=np.float32)[::-1].copy()
+
+
+def make_dpm_timesteps(
+    spacing: str, num_inference_steps: int, num_train_timesteps: int, steps_offset: int = 0, last_timestep: int = 0
+) -> np.ndarray:
+    """The grid of diffusers' ``DPMSolverMultistepScheduler.set_timesteps``, descending: (n,) int64.
+
+    "linspace" and "leading" lay n + 1 points over 0..L−1 (L = ``last_timestep``, T unless λ is clipped) and
+    drop the last; "trailing" is ``make_timesteps``' grid counted down from L.
+    """
+    spacing = parse_choice(TimestepSpacing, spacing, "timestep_spacing")
+    n, big_t = check_steps(num_inference_steps, num_train_timesteps)
+    last = int(last_timestep) or big_t
+    if spacing is TimestepSpacing.LINSPACE:
+        timesteps = np.linspace(0, last - 1, n + 1).round()[::-1][:-1]
+    elif spacing is TimestepSpacing.LEADING:
+        timesteps = (np.arange(n + 1) * (last // (n + 1))).round()[::-1][:-1] + steps_offset
+    else:  # the first n values, as make_timesteps
+        timesteps = np.arange(last, 0, -big_t / n).round()[:n] - 1
+    return timesteps.astype(np.int64)

@@ -137,8 +137,7 @@ class DDPMScheduler(DiscreteScheduler):
         """x_t -> x_{t'} ~ N(μ̃_t(x_t, x̂_0), σ_t²). sample, variance_noise: (B, C, H, W); model_output: (B, C or
         2C, H, W). Outputs in ``sample``'s dtype. As in diffusers, no noise is added at t = 0 only.
         """
-        if eta is not None:
-            raise UsageError(f"eta applies to the DDIM scheduler only, got eta={eta} with DDPM; leave it unset")
+        self._reject_eta(eta)
         t = self._check_timestep(timestep)
         prev_t = self.previous_timestep(t)
         prediction, predicted_variance = self._split_variance(model_output, sample)
