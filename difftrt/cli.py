@@ -59,18 +59,19 @@ def main() -> None:
 
 @main.command("init-checkpoint")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Checkpoint folder to create.")
+@click.option("--preset", default="shapes64", show_default=True, help="Architecture (see `difftrt train --help`).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Weight-initialisation seed.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing folder.")
-def init_checkpoint(out: Path, seed: int, overwrite: bool) -> None:
-    """Create an untrained checkpoint of the default architecture (diffusers folder layout).
+def init_checkpoint(out: Path, preset: str, seed: int, overwrite: bool) -> None:
+    """Create an untrained checkpoint (diffusers folder layout), e.g. to test an export.
 
     \b
-      difftrt init-checkpoint --out ckpt/tiny --seed 0
+      difftrt init-checkpoint --out ckpt/tiny --preset tiny --seed 0
     """
     checkpoint, _ = _needs_export_extra()
-    from difftrt.default_model import CONFIG
+    from difftrt.train.presets import preset_config
 
-    checkpoint.save(checkpoint.create(CONFIG, seed=seed), out, overwrite=overwrite)
+    checkpoint.save(checkpoint.create(preset_config(preset), seed=seed), out, overwrite=overwrite)
     click.echo(str(out))
 
 
@@ -96,8 +97,9 @@ def export(ckpt: Path | None, out: Path | None, overwrite: bool, atol: float, rt
 
     checkpoint, export_checkpoint = _needs_export_extra()
     from difftrt.exporter.onnx import Tolerance
+
     if ckpt is None:
-        loaded, name = checkpoint.create(default_model.CONFIG, seed=default_model.SEED), default_model.NAME
+        loaded, name = default_model.load_checkpoint(), default_model.NAME
     else:
         loaded, name = checkpoint.load(ckpt), ckpt.resolve().name
     out = out or Path("export") / name
@@ -139,7 +141,8 @@ def _engine_or_default(engine: Path | None, say) -> Path:
 @click.option("--steps", type=int, default=25, show_default=True)
 @click.option("--guidance", type=float, default=5.0, show_default=True, help="Classifier-free guidance scale; 1 disables it.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--scheduler", default=None, help="ddim, ddpm or a diffusers class name. Default: the model's own.")
+@click.option("--scheduler", default=None, help="ddim, ddpm, euler, euler-a, dpm++2m, lms, pndm, heun or a diffusers "
+              "class name (overrides the model's scheduler_config.json class).")
 @click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM η (0 = deterministic).")
 @click.option("--num-images", type=int, default=1, show_default=True, help="More than one writes a grid PNG.")
 @click.option("--height", type=int, default=None, help="Image height in pixels (a multiple of the model's factor).")
@@ -148,21 +151,28 @@ def _engine_or_default(engine: Path | None, say) -> Path:
               help="Initial noise (N, C, h, w) float .npy, unit variance: multiplied by init_noise_sigma here.")
 @click.option("--save-intermediates", type=click.Path(path_type=Path), default=None,
               help="Folder for per-step latents (.npy) and a grid of predicted-x0 previews.")
+@click.option("--init-image", type=click.Path(path_type=Path), default=None,
+              help="img2img: start from this image (resized to the output size) instead of pure noise.")
+@click.option("--strength", type=float, default=0.8, show_default=True,
+              help="img2img: how much noise is added, in (0, 1]; runs about strength x steps steps.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("out.png"), show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="ONNX Runtime device.")
 @click.option("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or messages.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def sample(engine, prompt, negative_prompt, steps, guidance, seed, scheduler, eta, num_images, height, width,
-           latents_path, save_intermediates, out, device, threads, quiet, as_json) -> None:
+           latents_path, save_intermediates, init_image, strength, out, device, threads, quiet, as_json) -> None:
     """Generate images from a prompt with an exported model (torch not needed).
 
     \b
       difftrt sample --prompt "a red circle on the left" --out out.png
       difftrt sample --engine export/tiny/unet.onnx --steps 25 --guidance 5 --seed 0 --out out.png
+      difftrt sample --init-image in.png --strength 0.6 --prompt "a blue square" --out out.png
     """
+    from dataclasses import replace
+
     from difftrt.fileio import check_writable_file
-    from difftrt.images import save_png
+    from difftrt.images import load_image, save_png
     from difftrt.intermediates import IntermediateRecorder
     from difftrt.pipeline import SampleRequest
     from difftrt.runtime import load_pipeline
@@ -170,15 +180,19 @@ def sample(engine, prompt, negative_prompt, steps, guidance, seed, scheduler, et
 
     say = _say(quiet)
     request = SampleRequest(prompt, negative_prompt, steps, guidance, seed, num_images, height, width, eta,
-                            _load_latents(latents_path))
+                            _load_latents(latents_path), strength=strength)
     request.check()
     check_writable_file(out)
-    pipe, artifact = load_pipeline(_engine_or_default(engine, say), device=device, threads=threads)
+    pipe, artifact = load_pipeline(_engine_or_default(engine, say), device=device, threads=threads,
+                                   img2img=init_image is not None)
     sched = from_config(artifact.scheduler_config, scheduler)
-    pipe.latent_shape(request)
+    _, _, h, w = pipe.latent_shape(request)
+    if init_image is not None:
+        f = pipe.config.vae.downsample_factor
+        request = replace(request, init_image=load_image(init_image, w * f, h * f))
     recorder = IntermediateRecorder() if save_intermediates else None
     start = time.perf_counter()
-    with _progress(steps, quiet) as bar:
+    with _progress(len(pipe.timesteps(request, sched)), quiet) as bar:
         def on_step(i, t, x, x0):
             bar.update(1)
             if recorder:
@@ -236,7 +250,7 @@ def _torch_available() -> bool:
 @click.option("--runs", type=int, default=10, show_default=True, help="Timed runs per backend.")
 @click.option("--warmup", type=int, default=2, show_default=True, help="Untimed runs first.")
 @click.option("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default).")
-@click.option("--scheduler", default=None, help="ddim, ddpm or a diffusers class name. Default: the model's own.")
+@click.option("--scheduler", default=None, help="As for sample: a short name or a diffusers class name.")
 @click.option("--torch/--no-torch", "with_torch", default=None,
               help="Also time the torch eager model on the same inputs. Default: when torch is installed.")
 @click.option("--ckpt", type=click.Path(path_type=Path), default=None,
@@ -279,6 +293,97 @@ def bench(engine, prompt, steps, guidance, num_images, runs, warmup, threads, sc
         click.echo(text)
         if "fidelity" in result:
             click.echo(f"max |latent ORT - latent torch| = {result['fidelity']['max_abs_latent_diff_ort_vs_torch']:.2e}")
+
+
+@main.command("eval")
+@click.option("--engine", type=click.Path(path_type=Path), default=None,
+              help="Export folder or its unet.onnx. Default: the built-in default model.")
+@click.option("--prompts", "n_prompts", type=int, default=200, show_default=True,
+              help="Number of prompts generated from the caption grammar.")
+@click.option("--prompt-seed", type=int, default=2026, show_default=True, help="Seed of the held-apart prompt stream.")
+@click.option("--steps", type=int, default=25, show_default=True)
+@click.option("--guidance", type=float, default=5.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Prompt i is sampled with seed + i.")
+@click.option("--scheduler", default=None, help="As for sample: a short name or a diffusers class name.")
+@click.option("--torch/--no-torch", "with_torch", default=False, show_default=True,
+              help="Also evaluate the fp32 torch checkpoint on the same seeds and report agreement.")
+@click.option("--ckpt", type=click.Path(path_type=Path), default=None, help="Checkpoint for --torch.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write results as JSON here.")
+@click.option("--grid", "grid_path", type=click.Path(path_type=Path), default=None,
+              help="Write the first 16 images as a 4x4 grid PNG here.")
+@click.option("--quiet", "-q", is_flag=True)
+def eval_cmd(engine, n_prompts, prompt_seed, steps, guidance, seed, scheduler, with_torch, ckpt, json_path, grid_path,
+             quiet) -> None:
+    """Measure prompt fidelity: sample grammar prompts and read shape, colour, position and background back.
+
+    \b
+      difftrt eval --engine export/shapes64 --prompts 200 --json eval.json
+      difftrt eval --torch --prompts 200        # ONNX Runtime vs fp32 torch on the same seeds
+    """
+    from difftrt.bench.run import evaluation_record
+    from difftrt.fileio import check_writable_file, write_bytes_atomic
+    from difftrt.images import save_png
+
+    if n_prompts < 1:
+        raise UsageError(f"--prompts must be >= 1, got {n_prompts}")
+    for path in (json_path, grid_path):
+        if path is not None:
+            check_writable_file(path)
+    record, images = evaluation_record(_engine_or_default(engine, _say(quiet)), n_prompts, prompt_seed, steps,
+                                       guidance, seed, scheduler, with_torch, ckpt)
+    if json_path:
+        write_bytes_atomic(json_path, (json.dumps(record, indent=2) + "\n").encode())
+    if grid_path:
+        save_png(images[:16], grid_path, columns=4)
+    if not quiet:
+        click.echo(record["table"])
+        if "agreement_ort_vs_torch" in record:
+            click.echo(f"ORT vs torch: identical verdicts on {record['agreement_ort_vs_torch']:.1%} of prompts")
+
+
+@main.command()
+@click.argument("stage", type=click.Choice(["vae", "unet"]))
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True,
+              help="Run folder: state per stage, the assembled checkpoint in RUN/model, sample grids.")
+@click.option("--preset", default="shapes64", show_default=True, help="Model configuration (see difftrt/train/presets.py).")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Folder of images with captions.jsonl or .txt files. Default: the procedural shapes dataset.")
+@click.option("--steps", type=int, default=2000, show_default=True, help="Total optimizer steps of this stage.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cond-drop", type=float, default=0.1, show_default=True, help="U-Net: caption dropout for guidance.")
+@click.option("--ema-decay", type=float, default=0.999, show_default=True)
+@click.option("--cache-size", type=int, default=50_000, show_default=True,
+              help="U-Net: dataset images encoded to latents once and sampled from.")
+@click.option("--checkpoint-every", type=int, default=250, show_default=True)
+@click.option("--sample-every", type=int, default=500, show_default=True)
+@click.option("--max-minutes", type=float, default=None, help="Checkpoint and stop after this long (resume later).")
+@click.option("--resume", is_flag=True, help="Continue the stage's saved state in RUN.")
+@click.option("--quiet", "-q", is_flag=True)
+def train(stage, run_dir, preset, data, steps, batch_size, lr, seed, cond_drop, ema_decay, cache_size,
+          checkpoint_every, sample_every, max_minutes, resume, quiet) -> None:
+    """Train a model stage by stage: the VAE, then the text encoder and U-Net.
+
+    Checkpoints are written atomically every --checkpoint-every steps; --resume continues from the last one
+    (refused if the model or settings differ). A non-finite loss stops with the last good checkpoint kept.
+
+    \b
+      difftrt train vae --run runs/shapes64 --steps 1500
+      difftrt train unet --run runs/shapes64 --steps 15000 --batch-size 64
+      difftrt export --ckpt runs/shapes64/model --out export/shapes64
+    """
+    _needs_export_extra()
+    from difftrt.train.common import TrainConfig
+    from difftrt.train.run import train_stage
+
+    if steps < 1 or batch_size < 1 or not (0 <= cond_drop < 1) or lr <= 0:
+        raise UsageError("--steps and --batch-size must be >= 1, --lr > 0 and --cond-drop in [0, 1)")
+    cfg = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr, seed=seed, cond_drop=cond_drop,
+                      ema_decay=ema_decay, checkpoint_every=checkpoint_every, sample_every=sample_every,
+                      max_minutes=max_minutes)
+    meta = train_stage(stage, run_dir, preset, cfg, data=data, cache_size=cache_size, resume=resume, quiet=quiet)
+    _say(quiet)(f"{stage}: step {meta['step']}/{steps}, {meta['wall_seconds'] / 60:.1f} min in total, state in {run_dir / stage}")
 
 
 if __name__ == "__main__":

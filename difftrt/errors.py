@@ -33,3 +33,7 @@ class DependencyError(DifftrtError):
 
 class OutputError(DifftrtError):
     """An output path cannot be written."""
+
+
+class TrainingError(DifftrtError):
+    """Training cannot go on (non-finite loss, a resume checkpoint from another configuration...)."""

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from difftrt import default_model
+from difftrt.artifact import Artifact
 from difftrt.backends.base import TensorInfo
+from difftrt.errors import ArtifactError
+from difftrt.models import checkpoint
 from difftrt.models.checkpoint import Checkpoint
 from difftrt.models.specs import ComponentSpec, component_specs
 
@@ -41,3 +46,15 @@ class TorchEngine:
 def torch_engines(ckpt: Checkpoint, device: str = "cpu") -> dict[str, TorchEngine]:
     specs = component_specs(ckpt.config)
     return {name: TorchEngine(module, specs[name], device) for name, module in component_modules(ckpt).items()}
+
+
+def source_checkpoint(artifact: Artifact, ckpt: Path | None = None) -> Checkpoint:
+    """The checkpoint an export came from: ``ckpt``, the folder its manifest records, or the default model."""
+    source = artifact.manifest.get("source_checkpoint")
+    if ckpt is not None:
+        return checkpoint.load(ckpt)
+    if source == default_model.SOURCE:
+        return default_model.load_checkpoint()
+    if source and Path(source).is_dir():
+        return checkpoint.load(Path(source))
+    raise ArtifactError(f"cannot find the checkpoint {source!r} this export came from; pass --ckpt or --no-torch")

@@ -9,30 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from difftrt.artifact import Artifact, library_versions
+from difftrt.artifact import library_versions
 from difftrt.bench.e2e import bench_pipeline, max_abs_diff, ratio
 from difftrt.bench.timing import machine, peak_rss_mib
-from difftrt.errors import ArtifactError
 from difftrt.pipeline import SampleRequest, Text2ImagePipeline
 from difftrt.runtime import load_pipeline
 from difftrt.schedulers import from_config
 
 log = logging.getLogger(__name__)
-
-
-def _torch_checkpoint(artifact: Artifact, ckpt: Path | None) -> Any:
-    """The checkpoint the artifact was exported from: ``ckpt``, its recorded folder, or the default model."""
-    from difftrt import default_model
-    from difftrt.models import checkpoint
-
-    source = artifact.manifest.get("source_checkpoint")
-    if ckpt is not None:
-        return checkpoint.load(ckpt)
-    if source == default_model.SOURCE:
-        return checkpoint.create(default_model.CONFIG, seed=default_model.SEED)
-    if source and Path(source).is_dir():
-        return checkpoint.load(Path(source))
-    raise ArtifactError(f"cannot find the checkpoint {source!r} this export came from; pass --ckpt or --no-torch")
 
 
 def run_bench(engine: Path, request: SampleRequest, runs: int, warmup: int, threads: int = 0,
@@ -54,12 +38,41 @@ def run_bench(engine: Path, request: SampleRequest, runs: int, warmup: int, thre
     if with_torch:
         import torch
 
-        from difftrt.backends.torch_ref import torch_engines
+        from difftrt.backends.torch_ref import source_checkpoint, torch_engines
 
-        reference = Text2ImagePipeline(torch_engines(_torch_checkpoint(artifact, ckpt)), pipe.tokenizer, pipe.config)
+        reference = Text2ImagePipeline(torch_engines(source_checkpoint(artifact, ckpt)), pipe.tokenizer, pipe.config)
         ref = bench_pipeline(reference, make_scheduler, request, runs, warmup)
         result["backends"]["torch-eager-cpu"] = {"stages": ref["stages"], "peak_rss_mib_after": peak_rss_mib(),
                                                  "torch_threads": torch.get_num_threads()}
         result["ratio"] = {"label": "torch/ORT", "stages": ratio(ref, ort)}
         result["fidelity"] = {"max_abs_latent_diff_ort_vs_torch": max_abs_diff(ort["latents"], ref["latents"])}
     return result
+
+
+def evaluation_record(engine: Path, n_prompts: int, prompt_seed: int, steps: int, guidance: float, seed: int,
+                      scheduler: str | None, with_torch: bool, ckpt: Path | None) -> tuple[dict, Any]:
+    """``difftrt eval``: fidelity of the ONNX Runtime engines (and the torch checkpoint) on grammar prompts."""
+    from difftrt.data.shapes import eval_prompts
+    from difftrt.evaluate import agreement, evaluate, format_table
+
+    pipe, artifact = load_pipeline(engine)
+    make_scheduler = lambda: from_config(artifact.scheduler_config, scheduler)  # noqa: E731
+    prompts = eval_prompts(prompt_seed, n_prompts)
+    ort = evaluate(pipe, make_scheduler, prompts, steps, guidance, seed)
+    record: dict[str, Any] = {
+        "command": " ".join(["difftrt"] + sys.argv[1:]),
+        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(), "versions": library_versions(), "engine": str(artifact.folder),
+        "scheduler": type(make_scheduler()).__name__, "prompt_seed": prompt_seed, **ort["settings"],
+        "accuracy": {"onnxruntime-cpu": ort["accuracy"]}, "table": format_table(ort),
+        "verdicts": ort["verdicts"],
+    }
+    if with_torch:
+        from difftrt.backends.torch_ref import source_checkpoint, torch_engines
+
+        reference = Text2ImagePipeline(torch_engines(source_checkpoint(artifact, ckpt)), pipe.tokenizer, pipe.config)
+        ref = evaluate(reference, make_scheduler, prompts, steps, guidance, seed)
+        record["accuracy"]["torch-fp32-cpu"] = ref["accuracy"]
+        record["agreement_ort_vs_torch"] = agreement(ort["verdicts"], ref["verdicts"])
+        record["max_abs_pixel_diff_ort_vs_torch"] = int(abs(ort["images"].astype(int) - ref["images"]).max())
+    return record, ort["images"]

@@ -73,8 +73,8 @@ def create(config: ModelConfig, seed: int = 0, tokenizer: Tokenizer | None = Non
     return ckpt
 
 
-def save(ckpt: Checkpoint, out: Path, overwrite: bool = False) -> None:
-    """Write the checkpoint folder atomically."""
+def save(ckpt: Checkpoint, out: Path, overwrite: bool = False, dtype: torch.dtype | None = None) -> None:
+    """Write the checkpoint folder atomically; ``dtype`` (e.g. float16, to ship) casts floating weights."""
     with atomic_dir(Path(out), overwrite) as tmp:
         (tmp / "model_index.json").write_text(json.dumps(
             {"_class_name": "DifftrtText2ImagePipeline", "_difftrt_version": difftrt.__version__,
@@ -85,7 +85,8 @@ def save(ckpt: Checkpoint, out: Path, overwrite: bool = False) -> None:
         for name, module in ckpt.modules().items():
             (tmp / name).mkdir()
             (tmp / name / "config.json").write_text(json.dumps(to_dict(configs[name]), indent=2) + "\n")
-            state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+            state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous()
+                     for k, v in module.state_dict().items()}
             save_file(state, str(tmp / name / WEIGHTS[name]), metadata={"format": "pt"})
         ckpt.tokenizer.save(tmp / "tokenizer")
         (tmp / "scheduler").mkdir()

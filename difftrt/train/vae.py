@@ -1,0 +1,72 @@
+"""Stage 1: the KL-autoencoder. loss = MSE(decode(z), x) + kl_weight · KL(N(μ, σ²) || N(0, I)), z ~ N(μ, σ²)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from safetensors.torch import load_file
+
+from difftrt.config import ModelConfig
+from difftrt.errors import TrainingError
+from difftrt.images import grid, save_png
+from difftrt.models.vae import AutoencoderKL
+from difftrt.pipeline import to_uint8
+from difftrt.train.common import TrainConfig, load_flat_state, step_generator, train_loop
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def posterior(vae: AutoencoderKL, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, log-variance) of q(z | x), log-variance clamped as diffusers' DiagonalGaussianDistribution."""
+    mean, logvar = vae.encode(x).chunk(2, dim=1)
+    return mean, logvar.clamp(-30.0, 20.0)
+
+
+def vae_loss(vae: AutoencoderKL, x: torch.Tensor, kl_weight: float, g: torch.Generator) -> tuple[torch.Tensor, dict]:
+    mean, logvar = posterior(vae, x)
+    z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g)
+    rec = F.mse_loss(vae.decode(z), x)
+    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=(1, 2, 3)).mean()
+    loss = rec + kl_weight * kl
+    return loss, {"loss": loss.item(), "mse": rec.item(), "kl": kl.item()}
+
+
+def train_vae(run: Path, model_cfg: ModelConfig, cfg: TrainConfig, dataset: Any, *, resume: bool = False,
+              quiet: bool = False) -> dict[str, Any]:
+    torch.manual_seed(cfg.seed)
+    vae = AutoencoderKL(model_cfg.vae)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    preview = to_tensor(dataset.batch(10**8, 8)[0])  # fixed images outside the training stream
+
+    def loss_fn(step: int):
+        x = to_tensor(dataset.batch(step * cfg.batch_size, cfg.batch_size)[0])
+        return vae_loss(vae, x, cfg.kl_weight, step_generator(cfg.seed, step))
+
+    @torch.no_grad()
+    def on_sample(step: int) -> None:
+        vae.eval()
+        recon = vae.decode(posterior(vae, preview)[0])
+        vae.train()
+        both = np.concatenate([to_uint8(preview.numpy()), to_uint8(recon.numpy())])
+        (run / "samples").mkdir(parents=True, exist_ok=True)
+        save_png(grid(both, columns=8)[None], run / "samples" / f"vae_{step:06d}.png")
+
+    return train_loop(run / "vae", {"vae": vae}, optimizer, None, cfg, model_cfg, loss_fn, resume=resume,
+                      quiet=quiet, on_sample=on_sample)
+
+
+def load_trained_vae(run: Path, model_cfg: ModelConfig) -> AutoencoderKL:
+    path = run / "vae" / "model.safetensors"
+    if not path.is_file():
+        raise TrainingError(f"no trained VAE in {run / 'vae'}; run `difftrt train vae --run {run}` first")
+    vae = AutoencoderKL(model_cfg.vae)
+    load_flat_state({"vae": vae}, load_file(str(path)))
+    return vae.eval()
