@@ -1,24 +1,26 @@
-"""The default model used when no ``--engine`` is given.
+"""The default model used when no ``--engine`` is given: the bundled ``shapes64`` checkpoint.
 
-Until a trained model ships with the package, the default is a small *untrained* model created from a
-fixed seed (its images are structured noise, not pictures). It is created, exported and validated on first
-use into the cache folder (``$DIFFTRT_CACHE``, else ``$XDG_CACHE_HOME/difftrt``, else ``~/.cache/difftrt``),
-which needs the ``[export]`` extra once; later runs only read the cached ONNX files.
+Its fp16 safetensors weights ship inside the package (``difftrt/assets/shapes64``, diffusers layout). On first
+use they are exported to ONNX and validated into the cache folder (``$DIFFTRT_CACHE``, else
+``$XDG_CACHE_HOME/difftrt``, else ``~/.cache/difftrt``), which needs the ``[export]`` extra once; later runs only
+read the cached ONNX files. The cache folder's name carries a hash of the bundled files, so new weights never
+meet stale engines.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from difftrt.artifact import MANIFEST
-from difftrt.config import ModelConfig
 from difftrt.errors import DependencyError
+from difftrt.fileio import sha256_file
 
-NAME = "tiny-untrained-v1"
-SEED = 0
-CONFIG = ModelConfig()
+NAME = "shapes64"
+BUNDLED = Path(__file__).resolve().parent / "assets" / NAME
 SOURCE = f"default:{NAME}"  # the manifest's source_checkpoint for exports of this model
 
 
@@ -29,20 +31,33 @@ def cache_dir() -> Path:
     return Path(base) / "difftrt"
 
 
+def bundle_id() -> str:
+    """First 12 hex digits of a hash over the bundled files' names and sha256s."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in BUNDLED.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(BUNDLED).as_posix()}:{sha256_file(path)}\n".encode())
+    return digest.hexdigest()[:12]
+
+
+def load_checkpoint() -> Any:
+    """The bundled checkpoint as torch modules (fp16 weights upcast to fp32). Needs torch."""
+    from difftrt.models import checkpoint
+
+    return checkpoint.load(BUNDLED)
+
+
 def ensure_exported(progress: Callable[[str], None] = lambda _: None) -> Path:
-    """Path of the default model's export folder, creating it first if needed."""
-    root = cache_dir() / NAME
-    export_dir = root / "export"
+    """Path of the default model's export folder, exporting it first if needed."""
+    export_dir = cache_dir() / f"{NAME}-{bundle_id()}"
     if (export_dir / MANIFEST).is_file():
         return export_dir
     try:
         from difftrt.exporter.onnx import export_checkpoint
-        from difftrt.models import checkpoint
     except ImportError as exc:
         raise DependencyError(
             f"the default model is not exported yet and exporting needs torch and onnx ({exc.name} is missing): "
             "pip install 'difftrt[export]', or pass --engine"
         ) from None
-    progress(f"exporting the default model {NAME} (untrained, seed {SEED}) to {export_dir} (first use only)")
-    export_checkpoint(checkpoint.create(CONFIG, seed=SEED), export_dir, overwrite=True, source=SOURCE, progress=progress)
+    progress(f"exporting the bundled model {NAME} to {export_dir} (first use only)")
+    export_checkpoint(load_checkpoint(), export_dir, overwrite=True, source=SOURCE, progress=progress)
     return export_dir
