@@ -136,7 +136,7 @@ def _engine_or_default(engine: Path | None, say) -> Path:
 @main.command()
 @click.option("--engine", type=click.Path(path_type=Path), default=None,
               help="Export folder or its unet.onnx. Default: the built-in default model (exported on first use).")
-@click.option("--prompt", default="a red circle on the left", show_default=True)
+@click.option("--prompt", default="a large red circle on the left on a white background", show_default=True)
 @click.option("--negative-prompt", default="", help="Prompt to steer away from (the unconditional half of guidance).")
 @click.option("--steps", type=int, default=25, show_default=True)
 @click.option("--guidance", type=float, default=5.0, show_default=True, help="Classifier-free guidance scale; 1 disables it.")
@@ -165,7 +165,7 @@ def sample(engine, prompt, negative_prompt, steps, guidance, seed, scheduler, et
     """Generate images from a prompt with an exported model (torch not needed).
 
     \b
-      difftrt sample --prompt "a red circle on the left" --out out.png
+      difftrt sample --prompt "a large red circle on the left on a white background" --out out.png
       difftrt sample --engine export/tiny/unet.onnx --steps 25 --guidance 5 --seed 0 --out out.png
       difftrt sample --init-image in.png --strength 0.6 --prompt "a blue square" --out out.png
     """

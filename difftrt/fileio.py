@@ -47,6 +47,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result should look like a normal file
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

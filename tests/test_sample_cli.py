@@ -123,3 +123,13 @@ def test_img2img_is_deterministic_and_depends_on_the_image(export_dir, tmp_path)
     three = sample(export_dir, tmp_path / "3.png", "--init-image", str(b_in), *args).read_bytes()
     assert one == two
     assert one != three
+
+
+def test_output_file_has_normal_permissions(export_dir, tmp_path):
+    import os
+    import stat
+
+    out = sample(export_dir, tmp_path / "perm.png")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~mask
