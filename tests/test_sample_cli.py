@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from difftrt.cli import main
+from difftrt.schedulers import SCHEDULERS
 
 from .conftest import TINY
 
@@ -69,9 +70,16 @@ def test_save_intermediates(export_dir, tmp_path):
     assert np.load(tmp_path / "steps" / "step_000_t0751.npy").shape == (1, 4, 8, 8)
 
 
-@pytest.mark.parametrize("scheduler", ["ddim", "ddpm", "DDPMScheduler"])
+@pytest.mark.parametrize("scheduler", [*SCHEDULERS, "DDPMScheduler", "DPMSolverMultistepScheduler"])
 def test_schedulers_selectable(export_dir, tmp_path, scheduler):
-    sample(export_dir, tmp_path / "a.png", "--scheduler", scheduler)
+    out = sample(export_dir, tmp_path / "a.png", "--scheduler", scheduler)
+    assert Image.open(out).size == (TINY.vae.sample_size, TINY.vae.sample_size)
+
+
+@pytest.mark.parametrize("scheduler", ["heun", "dpm++2m", "euler-a", "pndm"])
+def test_img2img_with_other_schedulers(export_dir, tmp_path, scheduler):
+    image = write_image(tmp_path / "in.png", 16)
+    sample(export_dir, tmp_path / "a.png", "--scheduler", scheduler, "--init-image", str(image), "--strength", "0.6")
 
 
 def test_guidance_one_and_negative_prompt(export_dir, tmp_path):

@@ -42,6 +42,7 @@ DEFAULT_SCHEDULER = {  # Stable Diffusion 1.x's training schedule, run with DDIM
     "set_alpha_to_one": False,
     "steps_offset": 1,
     "timestep_spacing": "leading",
+    "skip_prk_steps": True,  # read by PNDM only (--scheduler pndm), as Stable Diffusion 1.x ships it
 }
 
 
