@@ -120,9 +120,12 @@ def _load_latents(path: Path | None) -> np.ndarray | None:
     if path is None:
         return None
     try:
-        return np.load(path, allow_pickle=False)
+        latents = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"cannot read --latents {path}: {exc}") from None
+    if not isinstance(latents, np.ndarray) or latents.dtype.kind not in "fiu":
+        raise ArtifactError(f"--latents {path} must be one numeric .npy array (not .npz, strings or objects)")
+    return latents
 
 
 def _engine_or_default(engine: Path | None, say) -> Path:
@@ -171,7 +174,7 @@ def sample(engine, prompt, negative_prompt, steps, guidance, seed, scheduler, et
     """
     from dataclasses import replace
 
-    from difftrt.fileio import check_writable_file
+    from difftrt.fileio import check_new_folder, check_writable_file
     from difftrt.images import load_image, save_png
     from difftrt.intermediates import IntermediateRecorder
     from difftrt.pipeline import SampleRequest
@@ -183,6 +186,8 @@ def sample(engine, prompt, negative_prompt, steps, guidance, seed, scheduler, et
                             _load_latents(latents_path), strength=strength)
     request.check()
     check_writable_file(out)
+    if save_intermediates is not None:
+        check_new_folder(save_intermediates, "--save-intermediates")
     pipe, artifact = load_pipeline(_engine_or_default(engine, say), device=device, threads=threads,
                                    img2img=init_image is not None)
     sched = from_config(artifact.scheduler_config, scheduler)
@@ -192,7 +197,8 @@ def sample(engine, prompt, negative_prompt, steps, guidance, seed, scheduler, et
         request = replace(request, init_image=load_image(init_image, w * f, h * f))
     recorder = IntermediateRecorder() if save_intermediates else None
     start = time.perf_counter()
-    with _progress(len(pipe.timesteps(request, sched)), quiet) as bar:
+    n_steps = len(pipe.timesteps(request, sched))  # fewer than --steps for img2img
+    with _progress(n_steps, quiet) as bar:
         def on_step(i, t, x, x0):
             bar.update(1)
             if recorder:
@@ -209,7 +215,7 @@ def sample(engine, prompt, negative_prompt, steps, guidance, seed, scheduler, et
     save_png(result.images, out)
     if as_json:
         click.echo(json.dumps({"out": str(out), "engine": str(artifact.folder), "scheduler": type(sched).__name__,
-                               "steps": steps, "guidance": guidance, "seed": seed, "seconds": elapsed,
+                               "steps": steps, "steps_run": n_steps, "guidance": guidance, "seed": seed, "seconds": elapsed,
                                "truncated": result.truncated, "unknown_words": list(result.unknown_words)}))
     else:
         say(f"wrote {out} ({elapsed:.2f} s)")

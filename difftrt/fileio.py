@@ -39,6 +39,13 @@ def check_writable_file(path: Path) -> None:
         raise OutputError(f"cannot write {path}: folder {parent} is not writable")
 
 
+def check_new_folder(folder: Path, what: str) -> None:
+    """A folder to be created whole: it may not exist yet, or be empty."""
+    folder = Path(folder)
+    if folder.exists() and not (folder.is_dir() and not any(folder.iterdir())):
+        raise OutputError(f"{what} {folder} exists and is not an empty folder")
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename it into place."""
     path = Path(path)
@@ -49,9 +56,11 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             fh.write(data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result should look like a normal file
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
 
 
@@ -68,15 +77,19 @@ def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
         tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result should look like a normal folder
     except OSError as exc:
         raise OutputError(f"cannot create {target}: {exc.strerror or exc}") from None
+    old = None
     try:
         yield tmp
-        old = None
         if target.exists():
             old = parent / f".{target.name}.old-{os.getpid()}"
             os.replace(target, old)
         os.replace(tmp, target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists() and not target.exists():
+            os.replace(old, target)  # put the previous version back
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
         raise

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from difftrt.errors import OutputError
-from difftrt.fileio import atomic_dir
+from difftrt.fileio import atomic_dir, check_new_folder
 from difftrt.images import grid, png_bytes
 from difftrt.pipeline import to_uint8
 
@@ -29,12 +28,9 @@ class IntermediateRecorder:
         """Write ``step_III_tTTTT.npy`` per step (t as an integer, or with 3 decimals on a σ-grid) and
         ``x0_previews.png`` (decoded x0, one tile per step)."""
         folder = Path(folder)
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()  # an empty folder the user made for us
-        elif folder.exists():
-            raise OutputError(f"--save-intermediates folder {folder} exists and is not empty")
+        check_new_folder(folder, "--save-intermediates")
         previews = to_uint8(decode(np.concatenate(self.pred_x0)))
-        with atomic_dir(folder) as tmp:
+        with atomic_dir(folder, overwrite=folder.exists()) as tmp:  # replaces only an empty folder
             for i, t, x in self.latents:
                 buffer = io.BytesIO()
                 np.save(buffer, x, allow_pickle=False)

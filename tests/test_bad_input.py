@@ -168,3 +168,49 @@ def test_strength_too_low_for_steps(export_dir, tmp_path):
     out = tmp_path / "o.png"
     fails(*sample_args(export_dir, out, "--init-image", str(tmp_path / "in.png"), "--strength", "0.1"),
           match="leaves no step to run", out=out)
+
+
+def test_latents_npz_refused(export_dir, tmp_path):
+    np.savez(tmp_path / "z.npz", a=np.zeros((1, 4, 8, 8), np.float32))
+    out = tmp_path / "o.png"
+    fails(*sample_args(export_dir, out, "--latents", str(tmp_path / "z.npz")), match="one numeric .npy array", out=out)
+
+
+def test_latents_of_strings_refused(export_dir, tmp_path):
+    np.save(tmp_path / "z.npy", np.full((1, 4, 8, 8), "x"))
+    out = tmp_path / "o.png"
+    fails(*sample_args(export_dir, out, "--latents", str(tmp_path / "z.npy")), match="one numeric .npy array", out=out)
+
+
+def test_intermediates_folder_not_empty_fails_before_sampling(export_dir, tmp_path):
+    (tmp_path / "steps").mkdir()
+    (tmp_path / "steps" / "keep.txt").write_text("mine")
+    out = tmp_path / "o.png"
+    fails(*sample_args(export_dir, out, "--save-intermediates", str(tmp_path / "steps")), match="not an empty folder",
+          out=out)
+    assert (tmp_path / "steps" / "keep.txt").read_text() == "mine"
+
+
+def test_atomic_dir_restores_the_previous_version_when_replacing_fails(tmp_path, monkeypatch):
+    import os
+
+    from difftrt.errors import OutputError
+    from difftrt.fileio import atomic_dir
+
+    target = tmp_path / "export"
+    target.mkdir()
+    (target / "old.txt").write_text("previous")
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(dst) == str(target) and str(src).endswith(".tmp"):  # the new folder moving in
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OutputError, match="No space left"):
+        with atomic_dir(target, overwrite=True) as tmp:
+            (tmp / "new.txt").write_text("new")
+    monkeypatch.undo()
+    assert (target / "old.txt").read_text() == "previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]

@@ -24,7 +24,7 @@ def test_manifest_records_validation_at_two_batch_sizes(export_dir):
         batches = {case["dims"]["batch"] for case in v["cases"]}
         assert len(batches) >= 2, name
         assert all(case["passed"] and case["finite"] for case in v["cases"])
-        assert 0 <= v["max_abs_err"] < 1e-3 and v["max_rel_err"] >= 0
+        assert 0 <= v["max_abs_err"] < 1e-3 and v["max_rel_err"] < 0.1
         assert manifest["files"][comp["file"]] == sha256_file(export_dir / comp["file"])
     assert manifest["versions"]["torch"] and manifest["versions"]["onnxruntime"]
     assert manifest["scheduler_config"]["_class_name"] == "DDIMScheduler"
@@ -62,7 +62,7 @@ def test_failed_validation_leaves_nothing(ckpt_dir, tmp_path):
 
     out = tmp_path / "never"
     with pytest.raises(ValidationError, match="disagrees with torch"):
-        export_checkpoint(checkpoint.load(ckpt_dir), out, tol=Tolerance(atol=0.0, rtol=0.0))
+        export_checkpoint(checkpoint.load(ckpt_dir), out, tol=Tolerance(atol=1e-30, rtol=0.0))
     assert list(tmp_path.iterdir()) == []
 
 
