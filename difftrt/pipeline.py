@@ -62,9 +62,9 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.round(x.transpose(0, 2, 3, 1) * 255).astype(np.uint8)
 
 
-def from_uint8(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [-1, 1]."""
-    return (image.astype(np.float32).transpose(2, 0, 1)[None] / 127.5 - 1.0).astype(np.float32)
+def from_uint8(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [-1, 1]; the inverse of ``to_uint8`` up to rounding."""
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
 def img2img_start(steps: int, strength: float, order: int) -> int:
@@ -123,7 +123,7 @@ class Text2ImagePipeline:
             if req.init_image.shape[:2] != (shape[2] * self.config.vae.downsample_factor,
                                             shape[3] * self.config.vae.downsample_factor):
                 raise UsageError(f"init image is {req.init_image.shape[1]}x{req.init_image.shape[0]}, expected the output size")
-            image = np.repeat(from_uint8(req.init_image), req.num_images, axis=0)
+            image = np.repeat(from_uint8(req.init_image[None]), req.num_images, axis=0)
             x0 = self.encode_image(image, rng)
             noise = rng.standard_normal(shape, dtype=np.float32)
             return scheduler.add_noise(x0, noise, np.repeat(t0, shape[0])).astype(np.float32)

@@ -1,5 +1,5 @@
-"""``difftrt bench``: the ONNX Runtime pipeline, and (when torch is installed) the same model in torch eager on
-the same request in the same process, with per-stage ratios and the latent difference between the two."""
+"""``difftrt bench`` and ``difftrt eval``: the ONNX Runtime pipeline and, on request, the same checkpoint in torch
+on the same inputs in the same process; every record says what ran where, when and with which versions."""
 
 from __future__ import annotations
 
@@ -19,15 +19,27 @@ from difftrt.schedulers import from_config
 log = logging.getLogger(__name__)
 
 
+def provenance(artifact: Any, scheduler_name: str) -> dict[str, Any]:
+    """The fields every recorded result starts with: command, date, machine, versions, engine, scheduler."""
+    return {"command": " ".join(["difftrt"] + sys.argv[1:]),
+            "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine(), "versions": library_versions(), "engine": str(artifact.folder),
+            "scheduler": scheduler_name}
+
+
+def torch_reference(artifact: Any, pipe: Text2ImagePipeline, ckpt: Path | None) -> Text2ImagePipeline:
+    """The checkpoint the artifact was exported from, in torch eager, behind the same pipeline."""
+    from difftrt.backends.torch_ref import source_checkpoint, torch_engines
+
+    return Text2ImagePipeline(torch_engines(source_checkpoint(artifact, ckpt)), pipe.tokenizer, pipe.config)
+
+
 def run_bench(engine: Path, request: SampleRequest, runs: int, warmup: int, threads: int = 0,
               with_torch: bool = True, ckpt: Path | None = None, scheduler: str | None = None) -> dict[str, Any]:
     pipe, artifact = load_pipeline(engine, threads=threads)
     make_scheduler = lambda: from_config(artifact.scheduler_config, scheduler)  # noqa: E731
     result: dict[str, Any] = {
-        "command": " ".join(["difftrt"] + sys.argv[1:]),
-        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(), "versions": library_versions(), "engine": str(artifact.folder),
-        "scheduler": type(make_scheduler()).__name__,
+        **provenance(artifact, type(make_scheduler()).__name__),
         "request": {"prompt": request.prompt, "steps": request.steps, "guidance": request.guidance,
                     "num_images": request.num_images, "seed": request.seed, "runs": runs, "warmup": warmup,
                     "ort_threads": threads or "default"},
@@ -38,10 +50,7 @@ def run_bench(engine: Path, request: SampleRequest, runs: int, warmup: int, thre
     if with_torch:
         import torch
 
-        from difftrt.backends.torch_ref import source_checkpoint, torch_engines
-
-        reference = Text2ImagePipeline(torch_engines(source_checkpoint(artifact, ckpt)), pipe.tokenizer, pipe.config)
-        ref = bench_pipeline(reference, make_scheduler, request, runs, warmup)
+        ref = bench_pipeline(torch_reference(artifact, pipe, ckpt), make_scheduler, request, runs, warmup)
         result["backends"]["torch-eager-cpu"] = {"stages": ref["stages"], "peak_rss_mib_after": peak_rss_mib(),
                                                  "torch_threads": torch.get_num_threads()}
         result["ratio"] = {"label": "torch/ORT", "stages": ratio(ref, ort)}
@@ -60,18 +69,12 @@ def evaluation_record(engine: Path, n_prompts: int, prompt_seed: int, steps: int
     prompts = eval_prompts(prompt_seed, n_prompts)
     ort = evaluate(pipe, make_scheduler, prompts, steps, guidance, seed)
     record: dict[str, Any] = {
-        "command": " ".join(["difftrt"] + sys.argv[1:]),
-        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(), "versions": library_versions(), "engine": str(artifact.folder),
-        "scheduler": type(make_scheduler()).__name__, "prompt_seed": prompt_seed, **ort["settings"],
+        **provenance(artifact, type(make_scheduler()).__name__), "prompt_seed": prompt_seed, **ort["settings"],
         "accuracy": {"onnxruntime-cpu": ort["accuracy"]}, "table": format_table(ort),
         "verdicts": ort["verdicts"],
     }
     if with_torch:
-        from difftrt.backends.torch_ref import source_checkpoint, torch_engines
-
-        reference = Text2ImagePipeline(torch_engines(source_checkpoint(artifact, ckpt)), pipe.tokenizer, pipe.config)
-        ref = evaluate(reference, make_scheduler, prompts, steps, guidance, seed)
+        ref = evaluate(torch_reference(artifact, pipe, ckpt), make_scheduler, prompts, steps, guidance, seed)
         record["accuracy"]["torch-fp32-cpu"] = ref["accuracy"]
         record["agreement_ort_vs_torch"] = agreement(ort["verdicts"], ref["verdicts"])
         record["max_abs_pixel_diff_ort_vs_torch"] = int(abs(ort["images"].astype(int) - ref["images"]).max())

@@ -54,7 +54,7 @@ class EMA:
 
     def __init__(self, modules: dict[str, torch.nn.Module], decay: float) -> None:
         self.decay = decay
-        self.shadow = {f"{n}.{k}": v.detach().clone() for n, m in modules.items() for k, v in m.state_dict().items()}
+        self.shadow = {k: v.clone() for k, v in flat_state(modules).items()}  # keys "module.param", as saved
 
     @torch.no_grad()
     def update(self, modules: dict[str, torch.nn.Module]) -> None:

@@ -13,15 +13,15 @@ from safetensors.torch import load_file
 
 from difftrt.config import ModelConfig
 from difftrt.errors import TrainingError
-from difftrt.images import grid, save_png
+from difftrt.images import save_png
 from difftrt.models.vae import AutoencoderKL
-from difftrt.pipeline import to_uint8
+from difftrt.pipeline import from_uint8, to_uint8
 from difftrt.train.common import TrainConfig, load_flat_state, step_generator, train_loop
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [-1, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 tensor in [-1, 1], the same mapping the sampler uses."""
+    return torch.from_numpy(from_uint8(images))
 
 
 def posterior(vae: AutoencoderKL, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +57,7 @@ def train_vae(run: Path, model_cfg: ModelConfig, cfg: TrainConfig, dataset: Any,
         vae.train()
         both = np.concatenate([to_uint8(preview.numpy()), to_uint8(recon.numpy())])
         (run / "samples").mkdir(parents=True, exist_ok=True)
-        save_png(grid(both, columns=8)[None], run / "samples" / f"vae_{step:06d}.png")
+        save_png(both, run / "samples" / f"vae_{step:06d}.png", columns=8)
 
     return train_loop(run / "vae", {"vae": vae}, optimizer, None, cfg, model_cfg, loss_fn, resume=resume,
                       quiet=quiet, on_sample=on_sample)
