@@ -41,7 +41,7 @@ def test_vae_loss_falls_on_held_out_images(vae_run):
     """Same loss, same noise, images the run never saw: the trained VAE beats its own initialisation."""
     from difftrt.data.shapes import ShapesDataset
     from difftrt.models.vae import AutoencoderKL
-    from difftrt.train.vae import load_trained_vae, to_tensor, vae_loss
+    from difftrt.train.vae import load_trained_vae, narrow_posterior, to_tensor, vae_loss
 
     run, meta = vae_run
     assert meta["step"] == 80
@@ -49,10 +49,31 @@ def test_vae_loss_falls_on_held_out_images(vae_run):
     x = to_tensor(ShapesDataset(seed=99, size=cfg_tiny.vae.sample_size).batch(0, 32)[0])
     torch.manual_seed(0)  # train_vae seeds its initialisation the same way
     fresh, trained = AutoencoderKL(cfg_tiny.vae), load_trained_vae(run, cfg_tiny)
+    narrow_posterior(fresh, TrainConfig(stage="vae").logvar_init)
     with torch.no_grad():
         before = vae_loss(fresh.eval(), x, 1e-6, torch.Generator().manual_seed(1))[0].item()
         after = vae_loss(trained, x, 1e-6, torch.Generator().manual_seed(1))[0].item()
     assert after < 0.6 * before, (before, after)
+
+
+def test_narrow_posterior_moves_only_the_log_variance():
+    """The posterior starts at log σ² ≈ the init for any input, and μ is untouched (the other half of the bias)."""
+    from difftrt.data.shapes import ShapesDataset
+    from difftrt.models.vae import AutoencoderKL
+    from difftrt.train.vae import narrow_posterior, posterior, to_tensor
+
+    x = to_tensor(ShapesDataset(seed=3, size=16).batch(0, 8)[0])
+    torch.manual_seed(0)
+    vae = AutoencoderKL(PRESETS["tiny"].vae)
+    with torch.no_grad():
+        mean0, logvar0 = posterior(vae, x)
+        old_bias = vae.encoder.quant_conv.bias[mean0.shape[1]:].clone()
+        narrow_posterior(vae, -8.0)
+        mean1, logvar1 = posterior(vae, x)
+    assert torch.equal(mean0, mean1)
+    assert abs(logvar0.mean().item()) < 1.0  # default init: σ ≈ 1
+    assert abs(logvar1.mean().item() + 8.0) < 1.0
+    assert torch.allclose(logvar1 - logvar0, (-8.0 - old_bias).view(1, -1, 1, 1).expand_as(logvar0), atol=1e-5)
 
 
 def test_unet_loss_falls_and_assembles_a_checkpoint(vae_run):

@@ -34,6 +34,7 @@ class TrainConfig:
     ema_decay: float = 0.999  # U-Net/text-encoder EMA (the shipped weights)
     cond_drop: float = 0.1  # probability a caption is replaced by "" so classifier-free guidance works
     kl_weight: float = 1e-6  # VAE: weight of KL(q(z|x) || N(0, I)) against the reconstruction MSE
+    logvar_init: float = -8.0  # VAE: initial log σ² of q(z|x); at 0 (σ = 1) the noise drowns the latent and blurs
     seed: int = 0  # noise, timesteps and dropout
     data_seed: int = 0  # the procedural dataset (sample i of step s is index s·batch_size + i)
     checkpoint_every: int = 250  # steps between atomic checkpoints
