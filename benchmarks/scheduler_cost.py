@@ -14,7 +14,6 @@ after ``--warmup`` untimed loops, and diffusers/ours (above 1: the NumPy step is
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import inspect
 import json
 import sys
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from difftrt.artifact import library_versions
-from difftrt.bench.timing import machine, stats
+from difftrt.bench.timing import record_header, stats
 from difftrt.schedulers import SCHEDULERS, from_config
 
 SHAPE = (2, 4, 64, 64)
@@ -133,10 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         sys.exit(f"error: unknown scheduler(s) {', '.join(unknown)}; choose from {', '.join(SCHEDULERS)}")
     report = {
-        "command": " ".join(["python", "benchmarks/scheduler_cost.py", *(argv if argv is not None else sys.argv[1:])]),
-        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": {**library_versions(("difftrt", "numpy", "torch")), "diffusers": diffusers.__version__},
+        **record_header(" ".join(["python", "benchmarks/scheduler_cost.py", *(argv if argv is not None else sys.argv[1:])]),
+                        {**library_versions(("difftrt", "numpy", "torch")), "diffusers": diffusers.__version__}),
         "shape": list(SHAPE), "steps": args.steps, "runs": args.runs, "warmup": args.warmup,
         "torch_threads": torch.get_num_threads(), "scheduler_config": SD15_SCHEDULER_CONFIG,
         "results": [bench_one(short, args) for short in names],

@@ -12,7 +12,6 @@ shape and size, since small shapes are what a 4× downsampling VAE loses first.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from collections import Counter
@@ -22,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from difftrt.artifact import library_versions
-from difftrt.bench.timing import machine
+from difftrt.bench.timing import record_header
 from difftrt.data.shapes import eval_prompts, render
 from difftrt.evaluate import accuracy, verdict
+from difftrt.fileio import write_bytes_atomic
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = {name: [verdict(p, s, im) for (p, s), im in zip(prompts, images)]
                 for name, images in (("ground_truth", truth), ("reconstruction", recon))}
     record = {
-        "date": dt.date.today().isoformat(), "command": "python " + " ".join(sys.argv),
-        "machine": machine(), "versions": library_versions(), "checkpoint": str(args.ckpt),
+        **record_header(" ".join(["python", "benchmarks/vae_ceiling.py", *(argv if argv is not None else sys.argv[1:])]),
+                        library_versions()),
+        "checkpoint": str(args.ckpt),
         "prompts": args.prompts, "prompt_seed": args.prompt_seed,
         "accuracy": {name: accuracy(v) for name, v in verdicts.items()},
         "shape_by_size": {name: by_shape_and_size(prompts, v) for name, v in verdicts.items()},
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     print("reconstruction shape right/total:", record["shape_by_size"]["reconstruction"])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+        write_bytes_atomic(args.json, (json.dumps(record, indent=2) + "\n").encode())
     return 0
 
 

@@ -3,7 +3,6 @@ on the same inputs in the same process; every record says what ran where, when a
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 from difftrt.artifact import library_versions
 from difftrt.bench.e2e import bench_pipeline, max_abs_diff, ratio
-from difftrt.bench.timing import machine, peak_rss_mib
+from difftrt.bench.timing import peak_rss_mib, record_header
 from difftrt.pipeline import SampleRequest, Text2ImagePipeline
 from difftrt.runtime import load_pipeline
 from difftrt.schedulers import from_config
@@ -21,10 +20,8 @@ log = logging.getLogger(__name__)
 
 def provenance(artifact: Any, scheduler_name: str) -> dict[str, Any]:
     """The fields every recorded result starts with: command, date, machine, versions, engine, scheduler."""
-    return {"command": " ".join(["difftrt"] + sys.argv[1:]),
-            "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine(), "versions": library_versions(), "engine": str(artifact.folder),
-            "scheduler": scheduler_name}
+    return {**record_header(" ".join(["difftrt"] + sys.argv[1:]), library_versions()),
+            "engine": str(artifact.folder), "scheduler": scheduler_name}
 
 
 def torch_reference(artifact: Any, pipe: Text2ImagePipeline, ckpt: Path | None) -> Text2ImagePipeline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import os
 import platform
@@ -78,3 +79,9 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "gpu": None}
+
+
+def record_header(command: str, versions: Mapping[str, str]) -> dict[str, Any]:
+    """The fields every recorded result starts with: the exact command, UTC date, machine and library versions."""
+    return {"command": command, "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine(), "versions": dict(versions)}
