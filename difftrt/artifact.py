@@ -1,30 +1,59 @@
-"""Self-describing artifact folders: ``manifest.json`` beside the ONNX files, with hashes, I/O and configs.
+"""Self-describing export folders: ``manifest.json`` with each component's spec, hashes, configs and versions.
 
-Reading an artifact verifies every file's sha256 against the manifest, so a truncated or swapped file is
-caught before it runs. torch-free: this is what ``difftrt sample`` opens.
+    EXPORT/manifest.json             format, versions, configs, per-component spec + validation, file hashes
+    EXPORT/unet/model.onnx           one subfolder per component (room for ONNX external-data files)
+    EXPORT/text_encoder/model.onnx   EXPORT/vae_decoder/model.onnx   EXPORT/vae_encoder/model.onnx
+    EXPORT/tokenizer/                EXPORT/.verified.json (the quick-check stamp; not part of the export)
+
+What an open verifies (``Verify``): always that every listed file exists with the size the manifest
+records. ``QUICK`` (each ``difftrt sample``) then compares each file's size and modification time with the
+stamp written by the last full check; when all match, no file is read. Anything else — no stamp, a copied
+folder with new mtimes, a touched file — falls back to ``FULL``: the sha256 of every file against the
+manifest, after which the stamp is refreshed (when the folder is writable). So an intact copy is never
+refused, and a changed file is always caught unless it kept both its size and its mtime; ``--verify``
+forces the full check. torch-free: this is what ``difftrt sample`` opens.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
 import platform
 from dataclasses import dataclass
+from enum import Enum
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from difftrt.config import ModelConfig, model_config_from_dict, read_json
-from difftrt.errors import ArtifactError, DifftrtError
-from difftrt.fileio import sha256_file
-from difftrt.models.specs import ComponentSpec, component_specs
+from difftrt.errors import ArtifactError, DifftrtError, OutputError
+from difftrt.fileio import sha256_file, write_bytes_atomic
+from difftrt.models.specs import COMPONENTS, ComponentSpec
 from difftrt.models.tokenizer import Tokenizer
 
+log = logging.getLogger(__name__)
+
 MANIFEST = "manifest.json"
+STAMP = ".verified.json"
 FORMAT = "difftrt-onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one subfolder per component, specs and precision in the manifest, sizes beside hashes
+MODEL_FILE = "model.onnx"
 
 
-def library_versions(names: tuple[str, ...] = ("difftrt", "numpy", "onnxruntime", "onnx", "torch", "safetensors")) -> dict[str, str]:
+class Verify(str, Enum):
+    QUICK = "quick"  # sizes + the stamp's mtimes, falling back to FULL
+    FULL = "full"  # sha256 of every file
+
+
+def component_file(component: str) -> str:
+    """Where a component's ONNX file lives inside an export folder."""
+    return f"{component}/{MODEL_FILE}"
+
+
+def library_versions(names: tuple[str, ...] = ("difftrt", "numpy", "onnxruntime", "onnxruntime-gpu", "onnx", "torch",
+                                               "safetensors")) -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in names:
         try:
@@ -34,23 +63,25 @@ def library_versions(names: tuple[str, ...] = ("difftrt", "numpy", "onnxruntime"
     return versions
 
 
-def hash_files(folder: Path) -> dict[str, str]:
-    """sha256 of every file below ``folder`` except the manifest, keyed by relative POSIX path."""
-    return {p.relative_to(folder).as_posix(): sha256_file(p)
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+def _artifact_files(folder: Path) -> list[Path]:
+    return [p for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in (MANIFEST, STAMP)]
+
+
+def hash_files(folder: Path) -> dict[str, dict[str, Any]]:
+    """sha256 and size of every file below ``folder`` except the manifest and stamp, keyed by relative POSIX path."""
+    return {p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
+            for p in _artifact_files(folder)}
 
 
 @dataclass(frozen=True)
 class Artifact:
-    """An opened, hash-verified export folder."""
+    """An opened, verified export folder; ``specs`` are the manifest's, never recomputed."""
 
     folder: Path
     manifest: dict[str, Any]
     config: ModelConfig
-
-    @property
-    def specs(self) -> dict[str, ComponentSpec]:
-        return component_specs(self.config)
+    specs: dict[str, ComponentSpec]
+    verified: Verify  # how the files were checked on this open
 
     @property
     def scheduler_config(self) -> dict[str, Any]:
@@ -64,21 +95,24 @@ class Artifact:
 
 
 def resolve_folder(engine: Path, component: str = "unet") -> Path:
-    """``--engine`` may name the artifact folder or the component's file inside it."""
+    """``--engine`` may name the export folder, a component's subfolder, or a component's file."""
     engine = Path(engine)
     if not engine.exists():
         raise ArtifactError(f"engine path {engine} does not exist")
+    if engine.is_dir() and not (engine / MANIFEST).is_file() and (engine.parent / MANIFEST).is_file():
+        engine = engine / MODEL_FILE  # a component subfolder
     if engine.is_dir():
         return engine
-    folder = engine.parent
-    if not (folder / MANIFEST).is_file():
+    folder = next((p for p in (engine.parent, engine.parent.parent) if (p / MANIFEST).is_file()), None)
+    if folder is None:
         raise ArtifactError(f"no {MANIFEST} beside {engine}; pass a folder written by `difftrt export`")
     manifest = _read_manifest(folder)
+    rel = engine.relative_to(folder).as_posix()
     files = {c: info.get("file") for c, info in manifest.get("components", {}).items()}
-    if files.get(component) != engine.name:
-        owner = next((c for c, f in files.items() if f == engine.name), None)
+    if files.get(component) != rel:
+        owner = next((c for c, f in files.items() if f == rel), None)
         what = f"the {owner} component" if owner else "not a component"
-        raise ArtifactError(f"{engine} is {what} of its artifact, not the {component}; pass {folder / str(files.get(component))}")
+        raise ArtifactError(f"{engine} is {what} of its export, not the {component}; pass {folder / str(files.get(component))}")
     return folder
 
 
@@ -89,34 +123,80 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
         manifest = read_json(folder / MANIFEST)
     except DifftrtError as exc:
         raise ArtifactError(str(exc)) from None
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{folder / MANIFEST} is not a {FORMAT} v{FORMAT_VERSION} manifest")
+    if manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{folder / MANIFEST} is not a {FORMAT} manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{folder} was written by another difftrt (export format v{manifest.get('format_version')}, "
+                            f"this one reads v{FORMAT_VERSION}); export it again with `difftrt export`")
     return manifest
 
 
-def open_artifact(engine: Path, component: str = "unet") -> Artifact:
-    """Open and verify the artifact that ``engine`` names (a folder, or its ``component`` file)."""
-    folder = resolve_folder(engine, component)
-    manifest = _read_manifest(folder)
-    for rel, digest in manifest.get("files", {}).items():
+def _stamp(folder: Path, files: dict[str, Any], manifest_digest: str) -> dict[str, Any]:
+    entries = {}
+    for rel in files:
+        st = (folder / rel).stat()
+        entries[rel] = [st.st_size, st.st_mtime_ns]
+    return {"manifest_sha256": manifest_digest, "files": entries}
+
+
+def verify_files(folder: Path, files: dict[str, Any], how: Verify = Verify.QUICK) -> Verify:
+    """Check ``files`` (the manifest's ``files``) below ``folder``; returns the check that decided."""
+    for rel, info in files.items():
         path = folder / rel
         if not path.is_file():
             raise ArtifactError(f"{path} is listed in {MANIFEST} but missing")
-        if sha256_file(path) != digest:
-            raise ArtifactError(f"{path} does not match the sha256 in {MANIFEST}: changed or truncated since export; re-export")
+        size = path.stat().st_size
+        if size != info["size"]:
+            raise ArtifactError(f"{path} is {size} bytes, {MANIFEST} says {info['size']}: changed or truncated "
+                                "since export; export it again")
+    manifest_digest = hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()
+    if how is Verify.QUICK:
+        try:
+            stamp = json.loads((folder / STAMP).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            stamp = None
+        if stamp == _stamp(folder, files, manifest_digest):
+            return Verify.QUICK
+    for rel, info in files.items():
+        if sha256_file(folder / rel) != info["sha256"]:
+            raise ArtifactError(f"{folder / rel} does not match the sha256 in {MANIFEST}: changed since export; "
+                                "export it again")
+    write_stamp(folder, files, manifest_digest)
+    return Verify.FULL
+
+
+def write_stamp(folder: Path, files: dict[str, Any], manifest_digest: str | None = None) -> None:
+    """Record sizes and mtimes after a full check; a read-only folder just keeps being checked in full."""
+    if manifest_digest is None:
+        manifest_digest = hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()
+    with contextlib.suppress(OutputError, OSError):
+        write_bytes_atomic(folder / STAMP, json.dumps(_stamp(folder, files, manifest_digest)).encode())
+        return
+    log.debug("cannot write %s; every open of %s will hash its files", STAMP, folder)
+
+
+def open_artifact(engine: Path, component: str = "unet", verify: Verify = Verify.QUICK) -> Artifact:
+    """Open and verify the export that ``engine`` names (a folder, or one of its component files)."""
+    folder = resolve_folder(engine, component)
+    manifest = _read_manifest(folder)
     try:
         config = model_config_from_dict(manifest["model_config"])
         components = manifest["components"]
-    except (KeyError, TypeError, DifftrtError) as exc:
+        files = {rel: {"sha256": str(v["sha256"]), "size": int(v["size"])} for rel, v in manifest["files"].items()}
+        specs = {name: ComponentSpec.from_json(name, components[name]) for name in COMPONENTS if name in components}
+    except (KeyError, TypeError, ValueError, DifftrtError) as exc:
         raise ArtifactError(f"{folder / MANIFEST} is incomplete: {exc}") from None
     if component not in components:
         raise ArtifactError(f"{folder} has no {component} component")
-    return Artifact(folder, manifest, config)
+    verified = verify_files(folder, files, verify)
+    return Artifact(folder, manifest, config, specs, verified)
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Add format, versions and file hashes, then write ``manifest.json`` (the folder is still a temp folder)."""
+    """Add format, versions and file hashes, write ``manifest.json`` and the stamp (the folder is still a temp
+    folder, so the hashes are of exactly the files that will appear)."""
     full = {"format": FORMAT, "format_version": FORMAT_VERSION, "versions": library_versions(), **manifest,
             "files": hash_files(folder)}
     (folder / MANIFEST).write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
+    write_stamp(folder, full["files"])
     return full

@@ -3,8 +3,8 @@
 Its fp16 safetensors weights ship inside the package (``difftrt/assets/shapes64``, diffusers layout). On first
 use they are exported to ONNX and validated into the cache folder (``$DIFFTRT_CACHE``, else
 ``$XDG_CACHE_HOME/difftrt``, else ``~/.cache/difftrt``), which needs the ``[export]`` extra once; later runs only
-read the cached ONNX files. The cache folder's name carries a hash of the bundled files, so new weights never
-meet stale engines.
+read the cached ONNX files. The cache folder's name carries a hash of the bundled files and the export format
+version, so new weights or a new difftrt never meet stale engines.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from difftrt.artifact import MANIFEST
+from difftrt.artifact import FORMAT_VERSION, MANIFEST
 from difftrt.errors import DependencyError
 from difftrt.fileio import sha256_file
 
@@ -48,7 +48,7 @@ def load_checkpoint() -> Any:
 
 def ensure_exported(progress: Callable[[str], None] = lambda _: None) -> Path:
     """Path of the default model's export folder, exporting it first if needed."""
-    export_dir = cache_dir() / f"{NAME}-{bundle_id()}"
+    export_dir = cache_dir() / f"{NAME}-{bundle_id()}-v{FORMAT_VERSION}"
     if (export_dir / MANIFEST).is_file():
         return export_dir
     try:

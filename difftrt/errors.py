@@ -15,6 +15,10 @@ class UsageError(DifftrtError):
     exit_code = 2
 
 
+class ShapeError(UsageError):
+    """Arrays handed to an engine do not fit its spec (rank, fixed size, dtype) or its profile's ranges."""
+
+
 class ArtifactError(DifftrtError):
     """An input file or folder is missing, unreadable, corrupt or not what it claims to be."""
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from difftrt.adapters import adapt
 from difftrt.backends.base import Engine
 from difftrt.config import ModelConfig
 from difftrt.errors import UsageError
@@ -74,23 +75,23 @@ def img2img_start(steps: int, strength: float, order: int) -> int:
 
 
 class Text2ImagePipeline:
-    """Holds the engines; ``__call__`` turns a ``SampleRequest`` into images."""
+    """Holds the engines (behind their adapters); ``__call__`` turns a ``SampleRequest`` into images."""
 
     def __init__(self, engines: dict[str, Engine], tokenizer: Tokenizer, config: ModelConfig) -> None:
         self.engines, self.tokenizer, self.config = engines, tokenizer, config
+        self.components = adapt(engines)
 
     def encode_prompt(self, prompts: list[str]) -> tuple[np.ndarray, Encoding]:
         encoding = self.tokenizer.encode(prompts)
-        states = self.engines["text_encoder"].run({"input_ids": encoding.ids})["last_hidden_state"]
-        return states, encoding
+        return self.components["text_encoder"](encoding.ids), encoding
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
-        scaled = (latents / np.float32(self.config.vae.scaling_factor)).astype(np.float32)
-        return self.engines["vae_decoder"].run({"latent_sample": scaled})["sample"]
+        """(N, C, h, w) latents (scaled, as the U-Net sees them) -> (N, 3, H, W) image in [-1, 1]."""
+        return self.components["vae_decoder"](latents / np.float32(self.config.vae.scaling_factor))
 
     def encode_image(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(N, 3, H, W) in [-1, 1] -> scaled latents: a draw from the encoder's Gaussian posterior × scaling_factor."""
-        moments = self.engines["vae_encoder"].run({"sample": image})["latent_parameters"]
+        moments = self.components["vae_encoder"](image)
         mean, logvar = np.split(moments, 2, axis=1)
         std = np.exp(0.5 * np.clip(logvar, -30.0, 20.0))  # diffusers' DiagonalGaussianDistribution clamp
         z = mean + std * rng.standard_normal(mean.shape, dtype=np.float32)
@@ -145,7 +146,7 @@ class Text2ImagePipeline:
         x = self.initial_latents(req, shape, scheduler, timesteps[:1], rng)
         cond, encoding = self.encode_prompt([req.prompt] * req.num_images)
         uncond = self.encode_prompt([req.negative_prompt] * req.num_images)[0] if req.guidance != 1.0 else None
-        denoise = unet_denoiser(self.engines["unet"], cond, uncond, req.guidance)
+        denoise = unet_denoiser(self.components["unet"], cond, uncond, req.guidance)
         step_kwargs = {"eta": req.eta} if req.eta else {}  # schedulers without η refuse a non-zero one
         latents = denoise_loop(scheduler, denoise, x, timesteps, rng, step_kwargs, callback)
         images = to_uint8(self.decode(latents))

@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from difftrt.backends.base import Engine
-
 Denoise = Callable[[np.ndarray, float], np.ndarray]
+ModelCall = Callable[[np.ndarray, float, np.ndarray], np.ndarray]  # unet(x_t, t, context), e.g. a UNetAdapter
 StepCallback = Callable[[int, float, np.ndarray, np.ndarray], None]  # (i, t, x_{t-1}, predicted x0)
 
 
@@ -23,20 +22,18 @@ def guide(out_uncond: np.ndarray, out_cond: np.ndarray, scale: float) -> np.ndar
     return out_uncond + scale * (out_cond - out_uncond)
 
 
-def unet_denoiser(unet: Engine, cond: np.ndarray, uncond: np.ndarray | None, scale: float) -> Denoise:
+def unet_denoiser(unet: ModelCall, cond: np.ndarray, uncond: np.ndarray | None, scale: float) -> Denoise:
     """A ``denoise`` that calls the U-Net once per step.
 
     With guidance (``uncond`` given and ``scale != 1``) that one call has 2B rows, [∅ rows; c rows], and the
     halves are mixed by ``guide``; at ``scale == 1`` the guided result equals eps(c), so only c's B rows run.
-    cond, uncond: (B, L, D) float32 text-encoder states.
+    cond, uncond: (B, L, D) text-encoder states.
     """
     guided = uncond is not None and scale != 1.0
     context = np.concatenate([uncond, cond]) if guided else cond
 
     def denoise(x_t: np.ndarray, t: float) -> np.ndarray:
-        rows = np.concatenate([x_t, x_t]) if guided else x_t
-        timestep = np.full((rows.shape[0],), t, dtype=np.float32)
-        out = unet.run({"sample": rows, "timestep": timestep, "encoder_hidden_states": context})["out_sample"]
+        out = unet(np.concatenate([x_t, x_t]) if guided else x_t, t, context)
         if not guided:
             return out
         out_uncond, out_cond = np.split(out, 2)

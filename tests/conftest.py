@@ -33,6 +33,24 @@ def ckpt_dir(tmp_path_factory) -> Path:
     return out
 
 
+def ort_engine(export_dir: Path, component: str):
+    """A ready-to-allocate ONNX Runtime engine for one component of an export, with the manifest's spec."""
+    from difftrt.artifact import open_artifact
+    from difftrt.backends.ort import OrtEngine
+
+    artifact = open_artifact(export_dir, component)
+    engine = OrtEngine(artifact.path(component), artifact.specs[component])
+    engine.load()
+    engine.activate()
+    return engine
+
+
+def infer(engine, feeds):
+    """Allocate ``engine`` for ``feeds``' shapes and run it once."""
+    engine.ready({name: array.shape for name, array in feeds.items()})
+    return engine.infer(feeds)
+
+
 @pytest.fixture(scope="session")
 def export_dir(ckpt_dir, tmp_path_factory) -> Path:
     from difftrt.exporter.onnx import export_checkpoint

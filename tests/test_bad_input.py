@@ -21,7 +21,7 @@ def fails(*args: str, match: str, code: int | None = None, out=None) -> str:
         assert result.exit_code == code
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error:") or lines[0].startswith("Error:"), lines[0]
+    assert lines[0].startswith("error:"), lines[0]
     assert match in lines[0], lines[0]
     assert "Traceback" not in result.output
     if out is not None:
@@ -42,6 +42,7 @@ def sample_args(engine, out, *extra):
 
 def test_missing_engine(tmp_path):
     fails(*sample_args(tmp_path / "nope" / "unet.onnx", tmp_path / "o.png"), match="does not exist", out=tmp_path / "o.png")
+    fails(*sample_args(tmp_path / "nope" / "unet.plan", tmp_path / "o.png"), match="does not exist", out=tmp_path / "o.png")
 
 
 def test_folder_without_manifest(tmp_path):
@@ -49,32 +50,46 @@ def test_folder_without_manifest(tmp_path):
     fails(*sample_args(tmp_path / "unet.onnx", tmp_path / "o.png"), match="manifest.json", out=tmp_path / "o.png")
 
 
-def test_truncated_onnx_fails_hash_check(copy_export, tmp_path):
-    data = (copy_export / "unet.onnx").read_bytes()
-    (copy_export / "unet.onnx").write_bytes(data[: len(data) // 2])
+def test_truncated_onnx_fails_size_check(copy_export, tmp_path):
+    data = (copy_export / UNET).read_bytes()
+    (copy_export / UNET).write_bytes(data[: len(data) // 2])
+    fails(*sample_args(copy_export, tmp_path / "o.png"), match=f"is {len(data) // 2} bytes, manifest.json says {len(data)}",
+          out=tmp_path / "o.png")
+
+
+def test_same_size_change_fails_hash_check(copy_export, tmp_path):
+    data = bytearray((copy_export / UNET).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy_export / UNET).write_bytes(bytes(data))
     fails(*sample_args(copy_export, tmp_path / "o.png"), match="does not match the sha256", out=tmp_path / "o.png")
+
+
+UNET = "unet/model.onnx"
 
 
 def rehash(folder, name):
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["files"][name] = sha256_file(folder / name)
+    manifest["files"][name] = {"sha256": sha256_file(folder / name), "size": (folder / name).stat().st_size}
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_corrupt_onnx_with_consistent_manifest(copy_export, tmp_path):
-    (copy_export / "unet.onnx").write_bytes(b"this is not protobuf" * 10)
-    rehash(copy_export, "unet.onnx")
+    (copy_export / UNET).write_bytes(b"this is not protobuf" * 10)
+    rehash(copy_export, UNET)
     fails(*sample_args(copy_export, tmp_path / "o.png"), match="cannot load ONNX file", out=tmp_path / "o.png")
 
 
 def test_onnx_that_is_not_a_unet(copy_export, tmp_path):
-    shutil.copy(copy_export / "vae_decoder.onnx", copy_export / "unet.onnx")
-    rehash(copy_export, "unet.onnx")
-    fails(*sample_args(copy_export, tmp_path / "o.png"), match="is not a unet", out=tmp_path / "o.png")
+    shutil.copy(copy_export / "vae_decoder/model.onnx", copy_export / UNET)
+    rehash(copy_export, UNET)
+    line = fails(*sample_args(copy_export, tmp_path / "o.png"), match="is not the unet its manifest describes",
+                 out=tmp_path / "o.png")
+    assert "['latent_sample'] in the file, ['encoder_hidden_states', 'sample', 'timestep'] in the manifest" in line
 
 
 def test_engine_file_of_another_component(export_dir, tmp_path):
-    fails(*sample_args(export_dir / "vae_decoder.onnx", tmp_path / "o.png"), match="the vae_decoder component")
+    fails(*sample_args(export_dir / "vae_decoder/model.onnx", tmp_path / "o.png"), match="the vae_decoder component")
+    fails(*sample_args(export_dir / "vae_decoder", tmp_path / "o.png"), match="the vae_decoder component")
 
 
 def test_manifest_not_json(copy_export, tmp_path):
@@ -139,9 +154,16 @@ def test_export_refuses_to_overwrite(ckpt_dir, export_dir):
     fails("export", "--ckpt", str(ckpt_dir), "--out", str(export_dir), "-q", match="already exists")
 
 
-def test_bad_usage_is_not_a_traceback(tmp_path):
-    result = CliRunner().invoke(main, ["sample", "--steps", "many"])
-    assert result.exit_code == 2 and "Traceback" not in result.output
+@pytest.mark.parametrize("args,match", [
+    (["sample", "--steps", "many"], "Invalid value for '--steps': 'many' is not a valid integer."),
+    (["sample", "--no-such-flag"], "No such option '--no-such-flag'. (see 'difftrt sample --help')"),
+    (["train", "vae"], "Missing option '--run'."),
+    (["warp"], "No such command 'warp'."),
+    (["sample", "--backend", "cuda-magic"], "Invalid value for '--backend'"),
+])
+def test_usage_errors_are_one_line(args, match):
+    """click's own errors (usage, choices, missing options) follow the README's one-`error:`-line rule too."""
+    fails(*args, match=match, code=2)
 
 
 @pytest.mark.parametrize("strength", ["0", "-0.5", "1.5", "nan"])

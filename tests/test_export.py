@@ -11,21 +11,26 @@ from difftrt.artifact import open_artifact
 from difftrt.fileio import sha256_file
 from difftrt.models.specs import component_specs, dims
 
-from .conftest import TINY
+from .conftest import TINY, infer, ort_engine
 
 torch = pytest.importorskip("torch")
 
 
-def test_manifest_records_validation_at_two_batch_sizes(export_dir):
+def test_manifest_records_validation_at_the_corners_of_every_range(export_dir):
     manifest = json.loads((export_dir / "manifest.json").read_text())
     assert set(manifest["components"]) == {"text_encoder", "unet", "vae_decoder", "vae_encoder"}
     for name, comp in manifest["components"].items():
         v = comp["validation"]
-        batches = {case["dims"]["batch"] for case in v["cases"]}
-        assert len(batches) >= 2, name
+        validated = [case["dims"] for case in v["cases"]]
+        for dim, lo, _, hi in comp["dim_ranges"]:
+            assert {lo, hi} <= {case[dim] for case in validated}, (name, dim)
+        assert {r[0]: r[1] for r in comp["dim_ranges"]} in validated, name  # the min corner itself
+        assert {r[0]: r[3] for r in comp["dim_ranges"]} in validated, name  # the max corner itself
         assert all(case["passed"] and case["finite"] for case in v["cases"])
         assert 0 <= v["max_abs_err"] < 1e-3 and v["max_rel_err"] < 0.1
-        assert manifest["files"][comp["file"]] == sha256_file(export_dir / comp["file"])
+        assert comp["file"] == f"{name}/model.onnx"
+        assert manifest["files"][comp["file"]] == {"sha256": sha256_file(export_dir / comp["file"]),
+                                                   "size": (export_dir / comp["file"]).stat().st_size}
     assert manifest["versions"]["torch"] and manifest["versions"]["onnxruntime"]
     assert manifest["scheduler_config"]["_class_name"] == "DDIMScheduler"
 
@@ -33,25 +38,21 @@ def test_manifest_records_validation_at_two_batch_sizes(export_dir):
 @pytest.mark.parametrize("component", ["text_encoder", "unet", "vae_decoder", "vae_encoder"])
 def test_onnx_matches_torch_on_fresh_inputs(export_dir, ckpt_dir, component):
     """An independent check at a batch size (4) and seed the exporter never validated."""
-    from difftrt.backends.ort import OrtEngine
-    from difftrt.backends.torch_ref import component_modules
     from difftrt.models import checkpoint
 
     spec = component_specs(TINY)[component]
     feeds = spec.sample_inputs(dims(TINY, 4), seed=123)
-    got = OrtEngine(export_dir / spec.filename, component).run(feeds)[spec.output_names[0]]
-    module = component_modules(checkpoint.load(ckpt_dir))[component]
+    got = infer(ort_engine(export_dir, component), feeds)[spec.output_names[0]]
+    module = checkpoint.load(ckpt_dir).component_modules()[component]
     with torch.no_grad():
         want = module(*(torch.from_numpy(feeds[n]) for n in spec.input_names)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
 
 
 def test_unet_accepts_other_latent_sizes(export_dir):
-    from difftrt.backends.ort import OrtEngine
-
     spec = component_specs(TINY)["unet"]
     feeds = spec.sample_inputs(dims(TINY, 2, 12, 4))
-    out = OrtEngine(export_dir / "unet.onnx", "unet").run(feeds)["out_sample"]
+    out = infer(ort_engine(export_dir, "unet"), feeds)["out_sample"]
     assert out.shape == (2, 4, 12, 4)
 
 
@@ -67,6 +68,6 @@ def test_failed_validation_leaves_nothing(ckpt_dir, tmp_path):
 
 
 def test_open_artifact_reads_back_config(export_dir):
-    artifact = open_artifact(export_dir / "unet.onnx")
+    artifact = open_artifact(export_dir / "unet" / "model.onnx")
     assert artifact.config == TINY
     assert artifact.tokenizer().max_length == TINY.text_encoder.max_length

@@ -16,9 +16,9 @@ import pytest
 KEEP_ALIVE = """
 import sys, time
 from difftrt.cli import main
-from difftrt.backends.ort import OrtEngine
+from difftrt.runtime import load_pipeline
 main(["sample", "--engine", sys.argv[1], "--steps", "2", "--out", sys.argv[2], "-q"], standalone_mode=False)
-engine = OrtEngine(sys.argv[1] + "/unet.onnx", "unet")  # keep a session alive while telemetry would start
+pipe, _ = load_pipeline(sys.argv[1])  # keep sessions alive while telemetry would start
 time.sleep(float(sys.argv[3]))
 """
 

@@ -5,24 +5,27 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from difftrt.adapters import UNetAdapter
 from difftrt.pipeline import SampleRequest
 from difftrt.runtime import load_pipeline
 from difftrt.sampling import guide, unet_denoiser
 from difftrt.schedulers import from_config
 
-from .conftest import TINY
+from .conftest import TINY, infer
 
 
 class RecordingEngine:
     """Wraps a real engine and records the batch size of every call."""
 
     def __init__(self, engine):
-        self.engine, self.name, self.rows = engine, engine.name, []
-        self.inputs, self.outputs = engine.inputs, engine.outputs
+        self.engine, self.rows = engine, []
 
-    def run(self, feeds):
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def infer(self, feeds):
         self.rows.append(feeds["sample"].shape[0])
-        return self.engine.run(feeds)
+        return self.engine.infer(feeds)
 
 
 def test_guide_is_the_cfg_formula():
@@ -35,17 +38,18 @@ def test_guide_is_the_cfg_formula():
 def test_cfg_is_one_batched_call_equal_to_two_separate_calls(export_dir):
     pipe, _ = load_pipeline(export_dir)
     unet = RecordingEngine(pipe.engines["unet"])
+    call = UNetAdapter(unet)
     cond, _ = pipe.encode_prompt(["a red circle", "a blue square"])
     uncond, _ = pipe.encode_prompt(["", ""])
     x = np.random.default_rng(0).standard_normal((2, 4, 8, 8), dtype=np.float32)
-    guided = unet_denoiser(unet, cond, uncond, 4.0)(x, 500)
+    guided = unet_denoiser(call, cond, uncond, 4.0)(x, 500)
     assert unet.rows == [4]  # one call, 2B rows
     t = np.full(2, 500, np.float32)
-    eps_c = unet.engine.run({"sample": x, "timestep": t, "encoder_hidden_states": cond})["out_sample"]
-    eps_u = unet.engine.run({"sample": x, "timestep": t, "encoder_hidden_states": uncond})["out_sample"]
+    eps_c = infer(unet.engine, {"sample": x, "timestep": t, "encoder_hidden_states": cond})["out_sample"]
+    eps_u = infer(unet.engine, {"sample": x, "timestep": t, "encoder_hidden_states": uncond})["out_sample"]
     np.testing.assert_allclose(guided, eps_u + 4.0 * (eps_c - eps_u), rtol=1e-4, atol=1e-5)
     unet.rows.clear()
-    unguided = unet_denoiser(unet, cond, uncond, 1.0)(x, 500)
+    unguided = unet_denoiser(call, cond, uncond, 1.0)(x, 500)
     assert unet.rows == [2]
     np.testing.assert_allclose(unguided, eps_c, rtol=1e-5, atol=1e-6)
 

@@ -20,7 +20,7 @@ def run(*args: str):
 
 
 def sample(export_dir, out, *extra: str):
-    result = run("sample", "--engine", str(export_dir / "unet.onnx"), "--steps", "4", "--out", str(out), "-q", *extra)
+    result = run("sample", "--engine", str(export_dir / "unet" / "model.onnx"), "--steps", "4", "--out", str(out), "-q", *extra)
     assert result.exit_code == 0, result.output
     return out
 

@@ -23,7 +23,7 @@ def test_real_model_loop_matches_diffusers(export_dir, name):
     config = artifact.scheduler_config
     cond, _ = pipe.encode_prompt(["a large red circle on the left on a white background"])
     uncond, _ = pipe.encode_prompt([""])
-    denoise = unet_denoiser(pipe.engines["unet"], cond, uncond, 5.0)
+    denoise = unet_denoiser(pipe.components["unet"], cond, uncond, 5.0)
     x_T = np.random.default_rng(0).standard_normal((1, 4, 8, 8), dtype=np.float32)
 
     ours = from_config(config, name)

@@ -10,8 +10,9 @@ from typing import Any
 
 from difftrt.artifact import library_versions
 from difftrt.bench.e2e import bench_pipeline, max_abs_diff, ratio
+from difftrt.bench.reference import torch_reference
 from difftrt.bench.timing import peak_rss_mib, record_header
-from difftrt.pipeline import SampleRequest, Text2ImagePipeline
+from difftrt.pipeline import SampleRequest
 from difftrt.runtime import load_pipeline
 from difftrt.schedulers import from_config
 
@@ -22,13 +23,6 @@ def provenance(artifact: Any, scheduler_name: str) -> dict[str, Any]:
     """The fields every recorded result starts with: command, date, machine, versions, engine, scheduler."""
     return {**record_header(" ".join(["difftrt"] + sys.argv[1:]), library_versions()),
             "engine": str(artifact.folder), "scheduler": scheduler_name}
-
-
-def torch_reference(artifact: Any, pipe: Text2ImagePipeline, ckpt: Path | None) -> Text2ImagePipeline:
-    """The checkpoint the artifact was exported from, in torch eager, behind the same pipeline."""
-    from difftrt.backends.torch_ref import source_checkpoint, torch_engines
-
-    return Text2ImagePipeline(torch_engines(source_checkpoint(artifact, ckpt)), pipe.tokenizer, pipe.config)
 
 
 def run_bench(engine: Path, request: SampleRequest, runs: int, warmup: int, threads: int = 0,

@@ -60,6 +60,11 @@ class Checkpoint:
     def modules(self) -> dict[str, nn.Module]:
         return {"unet": self.unet, "vae": self.vae, "text_encoder": self.text_encoder}
 
+    def component_modules(self) -> dict[str, nn.Module]:
+        """Exported component name (as in the specs) -> the module whose ``forward`` takes its inputs in order."""
+        return {"text_encoder": self.text_encoder, "unet": self.unet,
+                "vae_decoder": self.vae.decoder, "vae_encoder": self.vae.encoder}
+
 
 def create(config: ModelConfig, seed: int = 0, tokenizer: Tokenizer | None = None) -> Checkpoint:
     """A freshly initialised (untrained) model; deterministic for a given seed."""

@@ -1,0 +1,53 @@
+"""Component adapters: each exported component as a plain function of arrays, generated from its spec.
+
+An adapter owns what the pipeline must not know: the tensor names, the dtypes of the engine's inputs
+(the caller's float32 arrays are cast to what the spec says, e.g. float16 for an fp16 graph), the
+engine's lifecycle (``ready`` for the shapes of each call) and the cast of the output back to float32.
+
+    text_encoder(ids (B, L) int64)                           -> (B, L, D)
+    unet(x_t (B, C, h, w), t scalar or (B,), context (B, L, D)) -> (B, C, h, w)
+    vae_decoder(z (B, C, h, w))                              -> (B, 3, H, W)
+    vae_encoder(image (B, 3, H, W))                          -> (B, 2C, h, w)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from difftrt.backends.base import Engine
+
+
+class Adapter:
+    """Positional arrays, in the spec's input order -> the component's single output as float32."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.spec = engine, engine.spec
+        if len(self.spec.outputs) != 1:
+            raise ValueError(f"{self.spec.name}: adapters take one output, the spec has {len(self.spec.outputs)}")
+
+    def __call__(self, *arrays: Any) -> Any:
+        xp = self.engine.xp
+        feeds = {t.name: xp.asarray(a, dtype=t.dtype) for t, a in zip(self.spec.inputs, arrays, strict=True)}
+        self.engine.ready({name: tuple(a.shape) for name, a in feeds.items()})
+        out = self.engine.infer(feeds)[self.spec.outputs[0].name]
+        return out.astype(xp.float32, copy=False)
+
+
+class UNetAdapter(Adapter):
+    def __call__(self, x_t: Any, t: Any, context: Any) -> Any:
+        """The model output at timestep ``t`` (one value for every row, or one per row)."""
+        xp = self.engine.xp
+        timestep = xp.asarray(t, dtype=self.spec.inputs[1].dtype)
+        if timestep.ndim == 0:
+            timestep = xp.full((x_t.shape[0],), timestep, dtype=timestep.dtype)
+        return super().__call__(x_t, timestep, context)
+
+
+ADAPTERS: dict[str, type[Adapter]] = {"text_encoder": Adapter, "unet": UNetAdapter, "vae_decoder": Adapter,
+                                      "vae_encoder": Adapter}
+
+
+def adapt(engines: Mapping[str, Engine]) -> dict[str, Adapter]:
+    """One adapter per engine, keyed by component name."""
+    return {name: ADAPTERS[name](engine) for name, engine in engines.items()}

@@ -1,0 +1,72 @@
+"""Helpers shared by the commands: messages, the progress bar, optional dependencies, the default model."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from difftrt.errors import ArtifactError, DependencyError
+
+
+def say(quiet: bool) -> Callable[[str], None]:
+    """Progress and warnings go to stderr, unless ``--quiet``."""
+    return (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+
+
+def needs_export_extra() -> tuple[Any, Any]:
+    """(checkpoint module, export_checkpoint), or a one-line error naming the extra to install."""
+    try:
+        from difftrt.exporter.onnx import export_checkpoint
+        from difftrt.models import checkpoint
+    except ImportError as exc:
+        raise DependencyError(f"this command needs torch and onnx ({exc.name} is missing): pip install 'difftrt[export]'") from None
+    return checkpoint, export_checkpoint
+
+
+def torch_available() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def engine_or_default(engine: Path | None, progress: Callable[[str], None]) -> Path:
+    """``--engine``, or the default model's export (made on first use)."""
+    if engine is not None:
+        return engine
+    from difftrt import default_model
+
+    return default_model.ensure_exported(progress=progress)
+
+
+def load_latents(path: Path | None) -> np.ndarray | None:
+    if path is None:
+        return None
+    try:
+        latents = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"cannot read --latents {path}: {exc}") from None
+    if not isinstance(latents, np.ndarray) or latents.dtype.kind not in "fiu":
+        raise ArtifactError(f"--latents {path} must be one numeric .npy array (not .npz, strings or objects)")
+    return latents
+
+
+class _NoBar:
+    def __enter__(self) -> "_NoBar":
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        return False
+
+    def update(self, n: int) -> None:
+        pass
+
+
+def progress_bar(steps: int, quiet: bool, label: str = "denoising") -> Any:
+    """click's bar (with ETA) on a terminal; nothing when piped or quiet."""
+    if quiet or not sys.stderr.isatty():
+        return _NoBar()
+    return click.progressbar(length=steps, label=label, file=sys.stderr, show_eta=True)
