@@ -59,3 +59,26 @@ def export_dir(ckpt_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("export") / "tiny"
     export_checkpoint(checkpoint.load(ckpt_dir), out, source=str(ckpt_dir))
     return out
+
+
+def _no_cuda_reason() -> str | None:
+    """Why GPU tests cannot run here, or None when a CUDA device is present."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        return None if torch.cuda.is_available() else "no CUDA GPU on this machine (torch.cuda.is_available() is False)"
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") and subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0:
+        return None
+    return "no CUDA GPU on this machine (no working nvidia-smi)"
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if gpu_items and (reason := _no_cuda_reason()):
+        for item in gpu_items:
+            item.add_marker(pytest.mark.skip(reason=reason))

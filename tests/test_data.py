@@ -114,6 +114,7 @@ def test_multi_object_scenes_use_distinct_cells_and_colours():
         assert scene.background not in colors
 
 
+@pytest.mark.slow
 def test_every_caption_word_is_in_the_vocabulary():
     tokenizer = Tokenizer.default()
     single = ShapesDataset(seed=6).batch(0, 3000)[1] + [p for p, _ in eval_prompts(0, 500)]

@@ -52,11 +52,13 @@ def ground_truth():
     return images, scenes
 
 
+@pytest.mark.slow
 def test_analyser_reads_clean_renders(ground_truth):
     acc = accuracy_on(*ground_truth)
     assert min(acc.values()) >= 0.99, acc
 
 
+@pytest.mark.slow
 def test_analyser_survives_blur_and_noise(ground_truth):
     images, scenes = ground_truth
     rng = np.random.default_rng(0)

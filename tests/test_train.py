@@ -76,6 +76,7 @@ def test_narrow_posterior_moves_only_the_log_variance():
     assert torch.allclose(logvar1 - logvar0, (-8.0 - old_bias).view(1, -1, 1, 1).expand_as(logvar0), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_unet_loss_falls_and_assembles_a_checkpoint(vae_run):
     run, _ = vae_run
     meta = train_stage("unet", run, "tiny", cfg("unet", 80, lr=3e-3), cache_size=64, quiet=True)

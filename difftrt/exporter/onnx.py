@@ -59,7 +59,7 @@ def _export_one(module: torch.nn.Module, spec: ComponentSpec, path: Path) -> lis
         if issubclass(w.category, (DeprecationWarning, FutureWarning)):
             continue  # the TorchScript exporter's own deprecation notices say nothing about this graph
         message = str(w.message).splitlines()[0]
-        source = f"{Path(w.filename).as_posix()}:{w.lineno}"
+        source = f"{Path(w.filename).as_posix().rpartition('site-packages/')[2]}:{w.lineno}"
         benign = any(message.startswith(m) and Path(w.filename).as_posix().endswith(f)
                      for m, f in BENIGN_TRACER_WARNINGS)
         found.setdefault((w.category.__name__, message, source),
