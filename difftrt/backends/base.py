@@ -38,6 +38,7 @@ from difftrt.models.specs import ComponentSpec
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class TensorInfo:
     """A named input or output as an engine file declares it; dynamic dimensions are strings (or None)."""

@@ -41,11 +41,12 @@ def check_one_flavour(installed: Callable[[str], bool] = _installed) -> None:
 
 def import_onnxruntime() -> Any:
     """Import onnxruntime with telemetry off (unless the user set ``ORT_DISABLE_TELEMETRY`` themselves)."""
-    if "onnxruntime" not in sys.modules and "ORT_DISABLE_TELEMETRY" not in os.environ:
-        apply_offline_defaults()
-    elif "onnxruntime" in sys.modules and "ORT_DISABLE_TELEMETRY" not in os.environ:
+    if "onnxruntime" not in sys.modules:
+        check_one_flavour()  # once, before the first import
+        if "ORT_DISABLE_TELEMETRY" not in os.environ:
+            apply_offline_defaults()
+    elif "ORT_DISABLE_TELEMETRY" not in os.environ:
         log.warning("onnxruntime was imported before difftrt could set ORT_DISABLE_TELEMETRY=1")
-    check_one_flavour()
     try:
         import onnxruntime
     except ImportError as exc:
