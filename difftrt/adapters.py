@@ -16,15 +16,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from difftrt.backends.base import Engine
+from difftrt.errors import ArtifactError
 
 
 class Adapter:
-    """Positional arrays, in the spec's input order -> the component's single output as float32."""
+    """Positional arrays, in the spec's input order -> the component's single output as float32.
+
+    The spec's input order is the exported module's ``forward`` order (the exporter writes it so), which is
+    what makes ``unet(x_t, t, context)`` map to sample, timestep, encoder_hidden_states."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine, self.spec = engine, engine.spec
         if len(self.spec.outputs) != 1:
-            raise ValueError(f"{self.spec.name}: adapters take one output, the spec has {len(self.spec.outputs)}")
+            raise ArtifactError(f"{self.spec.name}: the manifest gives {len(self.spec.outputs)} outputs, expected one")
 
     def __call__(self, *arrays: Any) -> Any:
         xp = self.engine.xp
@@ -39,8 +43,8 @@ class UNetAdapter(Adapter):
         """The model output at timestep ``t`` (one value for every row, or one per row)."""
         xp = self.engine.xp
         timestep = xp.asarray(t, dtype=self.spec.inputs[1].dtype)
-        if timestep.ndim == 0:
-            timestep = xp.full((x_t.shape[0],), timestep, dtype=timestep.dtype)
+        if timestep.size == 1:
+            timestep = xp.full((x_t.shape[0],), timestep.reshape(()), dtype=timestep.dtype)
         return super().__call__(x_t, timestep, context)
 
 

@@ -20,11 +20,12 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import platform
 from dataclasses import dataclass
 from enum import Enum
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from difftrt.config import ModelConfig, model_config_from_dict, read_json
@@ -95,24 +96,29 @@ class Artifact:
 
 
 def resolve_folder(engine: Path, component: str = "unet") -> Path:
-    """``--engine`` may name the export folder, a component's subfolder, or a component's file."""
-    engine = Path(engine)
-    if not engine.exists():
-        raise ArtifactError(f"engine path {engine} does not exist")
-    if engine.is_dir() and not (engine / MANIFEST).is_file() and (engine.parent / MANIFEST).is_file():
-        engine = engine / MODEL_FILE  # a component subfolder
-    if engine.is_dir():
-        return engine
-    folder = next((p for p in (engine.parent, engine.parent.parent) if (p / MANIFEST).is_file()), None)
+    """``--engine`` may name the export folder, or ``component``'s subfolder or file inside it."""
+    given = Path(engine)
+    if not given.exists():
+        raise ArtifactError(f"engine path {given} does not exist")
+    path = Path(os.path.abspath(given))  # normalises .. without resolving links
+    if path.is_dir() and (path / MANIFEST).is_file():
+        return path
+    if path.is_dir() and not (path.parent / MANIFEST).is_file():
+        raise ArtifactError(f"{given} has no {MANIFEST}; is it a folder written by `difftrt export`?")
+    folder = path.parent if path.is_dir() else next(
+        (p for p in (path.parent, path.parent.parent) if (p / MANIFEST).is_file()), None)
     if folder is None:
-        raise ArtifactError(f"no {MANIFEST} beside {engine}; pass a folder written by `difftrt export`")
+        raise ArtifactError(f"no {MANIFEST} beside {given}; pass a folder written by `difftrt export`")
     manifest = _read_manifest(folder)
-    rel = engine.relative_to(folder).as_posix()
-    files = {c: info.get("file") for c, info in manifest.get("components", {}).items()}
-    if files.get(component) != rel:
-        owner = next((c for c, f in files.items() if f == rel), None)
+    rel = path.relative_to(folder).as_posix()
+    try:
+        files = {c: info["file"] for c, info in manifest["components"].items()}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ArtifactError(f"{folder / MANIFEST} is incomplete: {exc}") from None
+    if rel not in (files.get(component), str(PurePosixPath(str(files.get(component))).parent)):
+        owner = next((c for c, f in files.items() if rel in (f, str(PurePosixPath(f).parent))), None)
         what = f"the {owner} component" if owner else "not a component"
-        raise ArtifactError(f"{engine} is {what} of its export, not the {component}; pass {folder / str(files.get(component))}")
+        raise ArtifactError(f"{given} is {what} of its export, not the {component}; pass {folder / str(files.get(component))}")
     return folder
 
 
@@ -175,8 +181,15 @@ def write_stamp(folder: Path, files: dict[str, Any], manifest_digest: str | None
     log.debug("cannot write %s; every open of %s will hash its files", STAMP, folder)
 
 
-def open_artifact(engine: Path, component: str = "unet", verify: Verify = Verify.QUICK) -> Artifact:
-    """Open and verify the export that ``engine`` names (a folder, or one of its component files)."""
+def _inside(rel: str) -> bool:
+    path = PurePosixPath(rel)
+    return not path.is_absolute() and ".." not in path.parts
+
+
+def open_artifact(engine: Path, component: str = "unet", verify: Verify = Verify.QUICK,
+                  needs: tuple[str, ...] = ()) -> Artifact:
+    """Open and verify the export that ``engine`` names (the folder, or ``component``'s subfolder or file);
+    ``component`` and every one of ``needs`` must be in it, and each component's file in the hash list."""
     folder = resolve_folder(engine, component)
     manifest = _read_manifest(folder)
     try:
@@ -184,10 +197,15 @@ def open_artifact(engine: Path, component: str = "unet", verify: Verify = Verify
         components = manifest["components"]
         files = {rel: {"sha256": str(v["sha256"]), "size": int(v["size"])} for rel, v in manifest["files"].items()}
         specs = {name: ComponentSpec.from_json(name, components[name]) for name in COMPONENTS if name in components}
-    except (KeyError, TypeError, ValueError, DifftrtError) as exc:
+        component_files = {name: str(components[name]["file"]) for name in specs}
+    except (KeyError, TypeError, ValueError, AttributeError, DifftrtError) as exc:
         raise ArtifactError(f"{folder / MANIFEST} is incomplete: {exc}") from None
-    if component not in components:
-        raise ArtifactError(f"{folder} has no {component} component")
+    for name in (component, *needs):
+        if name not in specs:
+            raise ArtifactError(f"{folder} has no {name} component")
+    for rel in (*files, *component_files.values()):
+        if not _inside(rel) or rel not in files:
+            raise ArtifactError(f"{folder / MANIFEST} lists {rel!r}, which is not a hashed file inside the export")
     verified = verify_files(folder, files, verify)
     return Artifact(folder, manifest, config, specs, verified)
 

@@ -31,6 +31,10 @@ class ValidationError(DifftrtError):
     """An exported model disagrees with its PyTorch reference beyond tolerance."""
 
 
+class EngineError(DifftrtError):
+    """A backend failed while running a component (out of memory, a kernel error...)."""
+
+
 class DependencyError(DifftrtError):
     """An optional dependency (torch, onnx, tensorrt...) is needed for this operation but is missing."""
 

@@ -13,11 +13,11 @@ SAMPLING_COMPONENTS = ("text_encoder", "unet", "vae_decoder")
 
 def load_pipeline(engine: Path, device: str = "cpu", threads: int = 0, img2img: bool = False,
                   backend: str | None = None, verify: Verify = Verify.QUICK) -> tuple[Text2ImagePipeline, Artifact]:
-    """``engine`` is an export folder or one of its component files; the files are verified (see
+    """``engine`` is an export folder or its unet subfolder or file; the files are verified (see
     ``difftrt.artifact``) before anything runs. ``img2img`` also loads the VAE encoder."""
     chosen = backend_for(Path(engine), backend)
     require(chosen)
-    artifact = open_artifact(Path(engine), "unet", verify)
     components = SAMPLING_COMPONENTS + (("vae_encoder",) if img2img else ())
+    artifact = open_artifact(Path(engine), "unet", verify, needs=components)
     engines = open_engines(artifact, components, chosen, device=device, threads=threads)
     return Text2ImagePipeline(engines, artifact.tokenizer(), artifact.config), artifact

@@ -92,3 +92,45 @@ def test_an_older_export_format_says_to_export_again(export_copy):
 @pytest.mark.parametrize("target", ["", "unet", UNET])
 def test_engine_may_name_the_folder_the_subfolder_or_the_file(export_dir, target):
     assert open_artifact(export_dir / target).folder == export_dir
+
+
+@pytest.mark.parametrize("cwd,target", [("", "."), ("", "unet"), ("", UNET), ("unet", "."), ("unet", "model.onnx"),
+                                        ("unet", "../unet/model.onnx")])
+def test_relative_engine_paths(export_dir, monkeypatch, cwd, target):
+    monkeypatch.chdir(export_dir / cwd)
+    assert open_artifact(target).folder == export_dir
+
+
+def test_a_folder_that_is_not_a_component(export_dir):
+    with pytest.raises(ArtifactError, match="tokenizer is not a component of its export, not the unet"):
+        open_artifact(export_dir / "tokenizer")
+
+
+def test_a_component_file_outside_the_hash_list_is_refused(export_copy):
+    manifest = json.loads((export_copy / "manifest.json").read_text())
+    manifest["components"]["unet"]["file"] = "../elsewhere/model.onnx"
+    (export_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="lists '../elsewhere/model.onnx', which is not a hashed file inside"):
+        open_artifact(export_copy)
+
+
+def test_a_needed_component_that_is_missing(export_copy):
+    manifest = json.loads((export_copy / "manifest.json").read_text())
+    del manifest["components"]["vae_encoder"]
+    (export_copy / "manifest.json").write_text(json.dumps(manifest))
+    open_artifact(export_copy)  # text-to-image does not need it
+    with pytest.raises(ArtifactError, match="has no vae_encoder component"):
+        open_artifact(export_copy, needs=("text_encoder", "unet", "vae_decoder", "vae_encoder"))
+
+
+@pytest.mark.parametrize("broken,match", [
+    (lambda m: m.update(files=[]), "manifest.json is incomplete"),
+    (lambda m: m.update(components=[]), "has no unet component"),
+    (lambda m: m["components"]["unet"].update(inputs=["sample"]), "the unet entry of the manifest is malformed"),
+])
+def test_malformed_manifests_are_one_message(export_copy, broken, match):
+    manifest = json.loads((export_copy / "manifest.json").read_text())
+    broken(manifest)
+    (export_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=match):
+        open_artifact(export_copy)

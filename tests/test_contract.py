@@ -14,7 +14,7 @@ from difftrt.models.specs import ComponentSpec, DimRange, Precision, component_s
 from difftrt.runtime import load_pipeline
 from difftrt.train.presets import PRESETS
 
-from .conftest import TINY, ort_engine
+from .conftest import TINY, infer, ort_engine
 
 
 @pytest.mark.parametrize("config", [TINY, PRESETS["shapes64"]], ids=["tiny", "shapes64"])
@@ -43,12 +43,32 @@ def test_precision_sets_float_io_dtypes_but_not_the_timestep():
     assert Precision.BF16.io_dtype == "float32"  # NumPy has no bfloat16: the graph casts inside
 
 
-def test_runtime_reads_the_specs_from_the_manifest(export_dir):
+def test_the_export_records_the_specs_it_was_given(export_dir):
     artifact = open_artifact(export_dir)
     assert artifact.specs == component_specs(TINY)
     manifest = json.loads((export_dir / "manifest.json").read_text())
-    assert manifest["components"]["unet"]["precision"] == "fp32"
-    assert manifest["components"]["unet"]["dim_ranges"][0] == ["batch", 1, 2, 16]
+    unet = manifest["components"]["unet"]
+    assert unet["precision"] == "fp32"
+    # tiny: U-Net factor 2, default latent 8; 8 images -> 16 U-Net rows; sides 2..16 (2x the default)
+    assert unet["dim_ranges"] == [["batch", 1, 2, 16], ["latent_height", 2, 8, 16], ["latent_width", 2, 8, 16]]
+    assert manifest["components"]["vae_encoder"]["dim_ranges"] == [
+        ["batch", 1, 1, 8], ["image_height", 4, 16, 32], ["image_width", 4, 16, 32]]
+
+
+def test_the_runtime_takes_ranges_from_the_manifest_not_the_config(edited_export):
+    def narrow(m):
+        m["components"]["vae_decoder"]["dim_ranges"][0] = ["batch", 1, 1, 2]
+
+    artifact = open_artifact(edited_export(narrow))
+    assert artifact.specs["vae_decoder"].dim_range("batch") == DimRange("batch", 1, 1, 2)
+    assert artifact.specs["unet"] == component_specs(TINY)["unet"]
+
+
+def test_export_records_the_tracer_warnings(export_dir):
+    warnings = json.loads((export_dir / "manifest.json").read_text())["export_warnings"]
+    assert set(warnings) == {"text_encoder", "unet", "vae_decoder", "vae_encoder"}
+    group_norm = [w for w in warnings["vae_decoder"] if w["source"].startswith("torch/nn/functional.py")]
+    assert group_norm and all(w["benign"] and w["category"] == "TracerWarning" for w in group_norm)
 
 
 @pytest.fixture
@@ -148,6 +168,31 @@ def test_an_engine_that_holds_only_its_profile_refuses_other_sizes(export_dir):
     engine.ready({"latent_sample": (8, 4, 16, 16)})  # the max corner
     with pytest.raises(ShapeError, match="vae_decoder: batch 9 \\(range 1-8\\): outside what .* was built for"):
         engine.ready({"latent_sample": (9, 4, 16, 16)})
+
+
+def test_a_file_that_froze_a_dynamic_size_is_refused(edited_export, tmp_path):
+    """The manifest says latent_sample's batch is dynamic; a file with batch fixed at 2 is not that decoder."""
+    onnx = pytest.importorskip("onnx")
+    folder = edited_export(lambda m: None)
+    model = onnx.load(str(folder / "vae_decoder" / "model.onnx"))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2
+    onnx.save(model, str(folder / "vae_decoder" / "model.onnx"))
+    from tests.test_bad_input import rehash
+
+    rehash(folder, "vae_decoder/model.onnx")
+    with pytest.raises(ArtifactError, match=r"input latent_sample is float32 \(2, 4, latent_height, latent_width\) in "
+                                            r"the file, float32 \(batch, 4, latent_height, latent_width\)"):
+        load_pipeline(folder)
+
+
+def test_a_backend_failure_is_one_message(export_dir):
+    """A latent side that is no multiple of the U-Net's factor fails inside ONNX Runtime (a skip concat)."""
+    from difftrt.errors import EngineError
+
+    engine = ort_engine(export_dir, "unet")
+    feeds = engine.spec.sample_inputs({"batch": 1, "latent_height": 5, "latent_width": 5})
+    with pytest.raises(EngineError, match=r"^unet: ONNX Runtime failed on \{'sample': \(1, 4, 5, 5\).*"):
+        infer(engine, feeds)
 
 
 def test_ort_warns_outside_the_validated_range(export_dir, caplog):

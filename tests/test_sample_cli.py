@@ -91,6 +91,16 @@ def test_guidance_one_and_negative_prompt(export_dir, tmp_path):
     assert g1 == g1_neg  # w = 1 never runs the unconditional half
 
 
+def test_sizes_outside_the_validated_ranges_warn_unless_quiet(export_dir, tmp_path):
+    args = ("sample", "--engine", str(export_dir), "--steps", "1", "--num-images", "9", "--out", str(tmp_path / "a.png"))
+    loud = run(*args)
+    assert loud.exit_code == 0, loud.output
+    assert "warning: unet: batch 18 (range 1-16): outside the range validated at export" in loud.stderr
+    assert "warning: vae_decoder: batch 9 (range 1-8)" in loud.stderr
+    quiet = run(*args, "-q")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
 def test_json_summary(export_dir, tmp_path):
     import json
 

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from difftrt.errors import ArtifactError, ShapeError
-from difftrt.models.specs import ComponentSpec
+from difftrt.models.specs import ComponentSpec, describe_shape
 
 log = logging.getLogger(__name__)
 
@@ -156,12 +156,9 @@ def check_engine_matches(io: tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...
                                 f"{sorted(got)} in the file, {sorted(t.name for t in wanted)} in the manifest")
         for want in wanted:
             have = got[want.name]
-            fixed_ok = all(not isinstance(w, int) or h == w for w, h in zip(want.shape, have.shape))
-            if have.dtype != want.dtype or len(have.shape) != len(want.shape) or not fixed_ok:
+            # a fixed size must match; a dynamic one must not be frozen to a number in the file
+            sizes_ok = all(h == w if isinstance(w, int) else not isinstance(h, int) for w, h in zip(want.shape, have.shape))
+            if have.dtype != want.dtype or len(have.shape) != len(want.shape) or not sizes_ok:
                 raise ArtifactError(
                     f"{source} is not the {spec.name} its manifest describes: {kind} {want.name} is {have.dtype} "
-                    f"{_shape(have.shape)} in the file, {want.dtype} {_shape(want.shape)} in the manifest")
-
-
-def _shape(shape: tuple) -> str:
-    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+                    f"{describe_shape(have.shape)} in the file, {want.dtype} {describe_shape(want.shape)} in the manifest")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from difftrt.backends.base import Engine, TensorInfo
-from difftrt.errors import ArtifactError, DependencyError, UsageError
+from difftrt.errors import ArtifactError, DependencyError, EngineError, UsageError
 from difftrt.models.specs import ComponentSpec
 from difftrt.offline import apply_offline_defaults
 
@@ -96,7 +96,11 @@ class OrtEngine(Engine):
 
     def _infer(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         names = list(self.spec.output_names)
-        return dict(zip(names, self.session.run(names, {n: feeds[n] for n in self.spec.input_names})))
+        try:
+            return dict(zip(names, self.session.run(names, {n: feeds[n] for n in self.spec.input_names})))
+        except Exception as exc:  # ORT's own Fail/RuntimeException types (e.g. out of memory at a large size)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EngineError(f"{self.name}: ONNX Runtime failed on {dict(self.shapes)}: {first[:300]}") from None
 
     def _close(self) -> None:
         self.session = None

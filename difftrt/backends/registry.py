@@ -49,7 +49,8 @@ def open_engines(artifact: Artifact, components: tuple[str, ...], backend: str, 
                  threads: int = 0) -> dict[str, Engine]:
     """One loaded and activated engine per component; each file is checked against its manifest spec."""
     if backend != "onnxruntime":
-        require(backend)  # the one line that says what is missing
+        require(backend)  # raises, naming what is missing
+        raise UsageError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
     from difftrt.backends.ort import OrtEngine
 
     engines: dict[str, Engine] = {}

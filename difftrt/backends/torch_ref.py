@@ -10,7 +10,7 @@ from torch import nn
 
 from difftrt.backends.base import Engine, TensorInfo
 from difftrt.models.checkpoint import Checkpoint
-from difftrt.models.specs import ComponentSpec, component_specs
+from difftrt.models.specs import DEFAULT_MAX_BATCH, ComponentSpec, component_specs
 
 
 class TorchEngine(Engine):
@@ -26,7 +26,8 @@ class TorchEngine(Engine):
         self.module = self.module.to(self.device).eval()
 
     def declared_io(self) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
-        """A module declares nothing: its ``forward`` takes the spec's inputs in order (``component_modules``)."""
+        """A module declares nothing: its ``forward`` takes the spec's inputs in order (``component_modules``),
+        so the check at ``load`` passes by construction; the ONNX file is what ``load`` checks elsewhere."""
         info = lambda ts: tuple(TensorInfo(t.name, t.dtype, t.shape) for t in ts)  # noqa: E731
         return info(self.spec.inputs), info(self.spec.outputs)
 
@@ -40,7 +41,8 @@ class TorchEngine(Engine):
         return {output.name: out.cpu().numpy().astype(output.dtype, copy=False)}
 
 
-def torch_engines(ckpt: Checkpoint, device: str = "cpu") -> dict[str, TorchEngine]:
-    """One engine per component; the specs are the ones an fp32 export of ``ckpt`` records."""
-    specs = component_specs(ckpt.config)
+def torch_engines(ckpt: Checkpoint, device: str = "cpu", max_batch: int = DEFAULT_MAX_BATCH) -> dict[str, TorchEngine]:
+    """One fp32 engine per component, with the specs an fp32 export of ``ckpt`` for ``max_batch`` images records
+    (the reference stays fp32 whatever the export's precision)."""
+    specs = component_specs(ckpt.config, max_batch=max_batch)
     return {name: TorchEngine(module, specs[name], device) for name, module in ckpt.component_modules().items()}

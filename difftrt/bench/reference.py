@@ -26,7 +26,10 @@ def source_checkpoint(artifact: Artifact, ckpt: Path | None = None) -> Any:
 
 
 def torch_reference(artifact: Artifact, pipe: Text2ImagePipeline, ckpt: Path | None) -> Text2ImagePipeline:
-    """The checkpoint the artifact was exported from, in torch eager, behind the same pipeline."""
+    """The checkpoint the artifact was exported from, in torch eager fp32, behind the same pipeline, with the
+    export's batch range (so it warns where the export would)."""
     from difftrt.backends.torch_ref import torch_engines
 
-    return Text2ImagePipeline(torch_engines(source_checkpoint(artifact, ckpt)), pipe.tokenizer, pipe.config)
+    max_batch = artifact.specs["text_encoder"].dim_range("batch").max
+    return Text2ImagePipeline(torch_engines(source_checkpoint(artifact, ckpt), max_batch=max_batch), pipe.tokenizer,
+                              pipe.config)

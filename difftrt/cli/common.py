@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,8 +15,22 @@ import numpy as np
 from difftrt.errors import ArtifactError, DependencyError
 
 
+class _WarningLines(logging.Handler):
+    """The library's log warnings as ``warning: ...`` lines on the current stderr (click's, under CliRunner)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"warning: {record.getMessage()}", err=True)
+
+
 def say(quiet: bool) -> Callable[[str], None]:
-    """Progress and warnings go to stderr, unless ``--quiet``."""
+    """The command's progress and warnings go to stderr, unless ``--quiet``; so do the library's logged
+    warnings (``logging.getLogger("difftrt")``), which ``--quiet`` silences too."""
+    logger = logging.getLogger("difftrt")
+    handler = next((h for h in logger.handlers if isinstance(h, _WarningLines)), None)
+    if handler is None:
+        handler = _WarningLines()
+        logger.addHandler(handler)
+    handler.setLevel(logging.ERROR if quiet else logging.WARNING)
     return (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
 
 

@@ -65,8 +65,8 @@ def _export_one(module: torch.nn.Module, spec: ComponentSpec, path: Path) -> lis
         found.setdefault((w.category.__name__, message, source),
                          {"category": w.category.__name__, "message": message, "source": source, "benign": benign})
     for entry in found.values():
-        (log.debug if entry["benign"] else log.warning)("%s export: %s: %s (%s)", spec.name, entry["category"],
-                                                        entry["message"], entry["source"])
+        log.debug("%s export: %s: %s (%s, benign: %s)", spec.name, entry["category"], entry["message"],
+                  entry["source"], entry["benign"])
     return list(found.values())
 
 

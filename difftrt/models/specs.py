@@ -131,7 +131,7 @@ class ComponentSpec:
             shape = tuple(shapes[t.name])
             if len(shape) != len(t.shape):
                 raise ShapeError(f"{self.name}: input {t.name} has rank {len(shape)} {shape}, expected rank "
-                                 f"{len(t.shape)} {_describe(t.shape)}")
+                                 f"{len(t.shape)} {describe_shape(t.shape)}")
             for axis, (want, got) in enumerate(zip(t.shape, shape)):
                 if isinstance(want, int) and got != want:
                     raise ShapeError(f"{self.name}: input {t.name} axis {axis} is {got}, expected {want}")
@@ -156,12 +156,13 @@ class ComponentSpec:
                        tuple(TensorSpec.from_json(t) for t in data["outputs"]),
                        tuple(DimRange(str(n), int(lo), int(opt), int(hi)) for n, lo, opt, hi in data["dim_ranges"]),
                        Precision(data.get("precision", "fp32")))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactError(f"the {name} entry of the manifest is malformed ({type(exc).__name__}: {exc})") from None
 
 
-def _describe(shape: tuple[Dim, ...]) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ")"
+def describe_shape(shape: tuple) -> str:
+    """(batch, 4, latent_height, ?) — a symbolic shape for messages; None (an unnamed dynamic axis) is ?."""
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
 
 
 def dims(cfg: ModelConfig, batch: int, latent_height: int | None = None, latent_width: int | None = None) -> dict[str, int]:
