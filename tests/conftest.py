@@ -82,3 +82,24 @@ def pytest_collection_modifyitems(config, items):
     if gpu_items and (reason := _no_cuda_reason()):
         for item in gpu_items:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def export_fp16_dir(ckpt_dir, tmp_path_factory) -> Path:
+    """The tiny checkpoint exported with the U-Net and text encoder in fp16 (VAE fp32, the default)."""
+    from difftrt.exporter.onnx import export_checkpoint
+    from difftrt.models import checkpoint
+    from difftrt.models.specs import Precision
+
+    out = tmp_path_factory.mktemp("export16") / "tiny-fp16"
+    export_checkpoint(checkpoint.load(ckpt_dir), out, source=str(ckpt_dir),
+                      precision={"unet": Precision.FP16, "text_encoder": Precision.FP16})
+    return out
+
+
+def psnr(a, b) -> float:
+    """Peak signal-to-noise ratio of two uint8 images, in dB (inf when identical)."""
+    import numpy as np
+
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)

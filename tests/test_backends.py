@@ -33,16 +33,19 @@ def test_file_kind_chooses_the_backend(export_dir, tmp_path):
         backend_for(tmp_path / "unet.bin")
 
 
-def test_a_plan_says_tensorrt_is_not_available_yet(tmp_path):
+def test_a_plan_goes_to_the_tensorrt_checks(tmp_path):
     (tmp_path / "unet.plan").write_bytes(b"not a real plan")
     line = one_error_line(["sample", "--engine", str(tmp_path / "unet.plan"), "--out", str(tmp_path / "o.png")])
-    assert "the TensorRT backend is not available yet" in line
+    assert "no engine manifest.json beside" in line and "difftrt build --export" in line
     assert not (tmp_path / "o.png").exists()
 
 
 def test_backend_override(export_dir, tmp_path):
-    line = one_error_line(["sample", "--engine", str(export_dir), "--backend", "tensorrt", "--out", str(tmp_path / "o.png")])
-    assert "the TensorRT backend is not available yet" in line
+    result = CliRunner().invoke(main, ["sample", "--engine", str(export_dir), "--backend", "tensorrt",
+                                       "--out", str(tmp_path / "o.png")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"error: --backend tensorrt runs plans, and {export_dir} is an ONNX export; "
+                                     f"build them first: difftrt build --export {export_dir} --out engines/tiny")
     ok = CliRunner().invoke(main, ["sample", "--engine", str(export_dir), "--backend", "onnxruntime", "--steps", "2",
                                    "--out", str(tmp_path / "o.png"), "-q", "--json"])
     assert ok.exit_code == 0 and '"backend": "onnxruntime"' in ok.stdout

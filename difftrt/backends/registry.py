@@ -1,6 +1,6 @@
 """Backend selection, in one place: the engine file's kind chooses the backend, ``--backend`` overrides.
 
-    .onnx (or an export folder) -> onnxruntime      .plan -> tensorrt (not available yet)
+    .onnx (or an export folder) -> onnxruntime      .plan (or an engine folder) -> tensorrt
 
 The torch reference backend is not selected here: it runs a checkpoint, not an engine file, and
 ``difftrt bench`` / ``difftrt eval --torch`` build it from the checkpoint an export records.
@@ -28,21 +28,39 @@ def backend_for(engine: Path, override: str | None = None) -> str:
     if not engine.exists():
         raise ArtifactError(f"engine path {engine} does not exist")
     if engine.is_dir():
-        return "onnxruntime"  # an export folder (engine folders with plans come with the TensorRT issue)
+        from difftrt.trt.engine_folder import is_engine_folder
+
+        return "tensorrt" if is_engine_folder(engine) else "onnxruntime"
     if engine.suffix not in SUFFIXES:
         raise ArtifactError(f"{engine}: unknown engine file kind {engine.suffix!r}; expected one of {sorted(SUFFIXES)}")
     return SUFFIXES[engine.suffix]
 
 
-def require(backend: str) -> None:
-    """Fail early, in one line naming what is missing, when ``backend`` cannot run here."""
+def require(backend: str, engine: Path | None = None) -> None:
+    """Fail early, in one line naming what is missing, when ``backend`` cannot run ``engine`` here."""
     if backend == "tensorrt":
-        raise DependencyError("the TensorRT backend is not available yet: difftrt cannot build or run .plan files "
-                              "today; sample the ONNX export instead (difftrt sample --engine export/NAME)")
+        _require_tensorrt(Path(engine) if engine is not None else Path("."))
     if backend == "onnxruntime":
         from difftrt.backends.ort import import_onnxruntime
 
         import_onnxruntime()
+
+
+def _require_tensorrt(engine: Path) -> None:
+    from difftrt.artifact import MANIFEST
+    from difftrt.trt import engine_folder
+    from difftrt.trt.gpu import local_arch
+    from difftrt.trt.shim import import_tensorrt
+
+    folder = engine if engine.is_dir() else engine.parent
+    if (folder / MANIFEST).is_file() and not engine_folder.is_engine_folder(folder):
+        raise UsageError(f"--backend tensorrt runs plans, and {folder} is an ONNX export; build them first: "
+                         f"difftrt build --export {folder} --out engines/{folder.resolve().name}")
+    try:
+        installed: object = import_tensorrt()
+    except DependencyError as exc:
+        installed = exc
+    engine_folder.check_runnable(engine, local_arch(), installed)
 
 
 def open_engines(artifact: Artifact, components: tuple[str, ...], backend: str, device: str = "cpu",

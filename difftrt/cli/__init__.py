@@ -66,6 +66,7 @@ def main() -> None:
       difftrt sample --prompt "a large red circle on the left on a white background"
       difftrt init-checkpoint --out ckpt/tiny --preset tiny
       difftrt export --ckpt ckpt/tiny --out export/tiny
+      difftrt build --export export/tiny --out engines/tiny --arch sm86
       difftrt sample --engine export/tiny --prompt "a red circle" --out out.png
       difftrt bench --engine export/tiny
     """
@@ -73,9 +74,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from difftrt.cli import bench, export, sample, train
+    from difftrt.cli import bench, build, export, sample, train
 
-    for module in (sample, export, bench, train):
+    for module in (sample, export, build, bench, train):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -19,12 +19,17 @@ from difftrt.errors import UsageError
 @click.option("--max-batch", type=int, default=8, show_default=True,
               help="Images per call the recorded ranges cover (and validation runs at); the U-Net's range is twice "
                    "that, for classifier-free guidance.")
-@click.option("--atol", type=float, default=1e-4, show_default=True, help="Validation: absolute tolerance.")
-@click.option("--rtol", type=float, default=1e-3, show_default=True, help="Validation: relative tolerance.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="U-Net and text encoder precision (fp16: fp16 weights and I/O, normalisation and softmax in fp32).")
+@click.option("--vae-precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="VAE decoder and encoder precision (fp32 unless asked: SD's VAE overflows in fp16).")
+@click.option("--atol", type=float, default=None, help="Validation: absolute tolerance for every component "
+              "[default: 1e-4 for fp32, 2e-2 for fp16].")
+@click.option("--rtol", type=float, default=None, help="Validation: relative tolerance [default: 1e-3 fp32, 2e-2 fp16].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress messages.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest's validation summary as JSON.")
-def export(ckpt: Path | None, out: Path | None, overwrite: bool, max_batch: int, atol: float, rtol: float,
-           quiet: bool, as_json: bool) -> None:
+def export(ckpt: Path | None, out: Path | None, overwrite: bool, max_batch: int, precision: str, vae_precision: str,
+           atol: float | None, rtol: float | None, quiet: bool, as_json: bool) -> None:
     """Export a checkpoint to ONNX and validate every file against PyTorch.
 
     Writes one subfolder per component (text_encoder/, unet/, vae_decoder/, vae_encoder/, each with model.onnx),
@@ -33,12 +38,13 @@ def export(ckpt: Path | None, out: Path | None, overwrite: bool, max_batch: int,
 
     \b
       difftrt export --ckpt ckpt/tiny --out export/tiny
-      difftrt export --ckpt ckpt/tiny --out export/tiny --max-batch 4 --overwrite
+      difftrt export --ckpt ckpt/tiny --out export/tiny-fp16 --precision fp16
     """
     from difftrt import default_model
 
     checkpoint, export_checkpoint = needs_export_extra()
-    from difftrt.exporter.onnx import Tolerance
+    from difftrt.exporter.onnx import DEFAULT_TOLERANCES, Tolerance
+    from difftrt.models.specs import Precision
 
     if max_batch < 1:
         raise UsageError(f"--max-batch must be >= 1, got {max_batch}")
@@ -48,15 +54,21 @@ def export(ckpt: Path | None, out: Path | None, overwrite: bool, max_batch: int,
         loaded, name = checkpoint.load(ckpt), ckpt.resolve().name
     out = out or Path("export") / name
     tell = say(quiet)
-    manifest = export_checkpoint(loaded, out, overwrite=overwrite, tol=Tolerance(atol, rtol), max_batch=max_batch,
+    tol = None
+    if atol is not None or rtol is not None:
+        base = DEFAULT_TOLERANCES[Precision.FP32]
+        tol = Tolerance(base.atol if atol is None else atol, base.rtol if rtol is None else rtol)
+    low, vae = Precision(precision), Precision(vae_precision)
+    precisions = {"text_encoder": low, "unet": low, "vae_decoder": vae, "vae_encoder": vae}
+    manifest = export_checkpoint(loaded, out, overwrite=overwrite, tol=tol, max_batch=max_batch, precision=precisions,
                                  source=str(ckpt.resolve()) if ckpt else default_model.SOURCE, progress=tell)
-    summary = {name: {k: c["validation"][k] for k in ("max_abs_err", "max_rel_err")}
+    summary = {name: {"precision": c["precision"], **{k: c["validation"][k] for k in ("max_abs_err", "max_rel_err")}}
                for name, c in manifest["components"].items()}
     if as_json:
         click.echo(json.dumps({"out": str(out), "validation": summary}, indent=2))
         return
     for comp, errs in summary.items():
-        tell(f"  {comp:<13} max abs err {errs['max_abs_err']:.2e}  max rel err {errs['max_rel_err']:.2e}")
+        tell(f"  {comp:<13} {errs['precision']}  max abs err {errs['max_abs_err']:.2e}  max rel err {errs['max_rel_err']:.2e}")
     click.echo(str(out))
 
 

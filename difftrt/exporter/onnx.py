@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +29,8 @@ from difftrt.config import model_config_to_dict
 from difftrt.errors import ValidationError
 from difftrt.fileio import atomic_dir
 from difftrt.models.checkpoint import Checkpoint
-from difftrt.models.specs import DEFAULT_MAX_BATCH, ComponentSpec, component_specs
+from difftrt.exporter.precision import at_precision
+from difftrt.models.specs import DEFAULT_MAX_BATCH, ComponentSpec, Precision, component_specs
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -42,6 +43,12 @@ BENIGN_TRACER_WARNINGS = (("Converting a tensor to a Python boolean", "torch/nn/
 class Tolerance:
     atol: float = 1e-4  # absolute floor, for outputs near zero
     rtol: float = 1e-3  # relative to the torch value
+
+
+# Against the fp32 torch model. fp16: the bundled model's U-Net, text encoder and VAE decoder differ from fp32
+# by at most 3-5e-3 in torch fp16 (outputs up to ~4 in magnitude), so 2e-2 leaves a 4x margin.
+DEFAULT_TOLERANCES = {Precision.FP32: Tolerance(1e-4, 1e-3), Precision.FP16: Tolerance(2e-2, 2e-2),
+                      Precision.BF16: Tolerance(1e-1, 5e-2)}
 
 
 def _export_one(module: torch.nn.Module, spec: ComponentSpec, path: Path) -> list[dict]:
@@ -84,26 +91,34 @@ def validation_cases(spec: ComponentSpec) -> list[dict[str, int]]:
 
 
 def compare(engine, reference, spec: ComponentSpec, cases: list[dict[str, int]], tol: Tolerance) -> dict:
-    """Run both on each case's sample inputs; return the worst errors, or raise ``ValidationError``."""
+    """Run both on each case's sample inputs (the reference gets the same values in its own dtypes: an fp16
+    engine is compared with the fp32 model); return the worst errors, or raise ``ValidationError``."""
     results = []
     for seed, case in enumerate(cases):
         feeds = spec.sample_inputs(case, seed=seed)
-        shapes = {name: array.shape for name, array in feeds.items()}
-        engine.ready(shapes)
-        reference.ready(shapes)
-        got = engine.infer(feeds)[spec.output_names[0]]
-        want = reference.infer(feeds)[spec.output_names[0]]
+        ref_feeds = {t.name: feeds[t.name].astype(t.dtype) for t in reference.spec.inputs}
+        engine.ready({name: array.shape for name, array in feeds.items()})
+        reference.ready({name: array.shape for name, array in ref_feeds.items()})
+        got = engine.infer(feeds)[spec.output_names[0]].astype(np.float64)
+        want = reference.infer(ref_feeds)[spec.output_names[0]]
         if got.shape != want.shape:
             raise ValidationError(f"{spec.name}: ONNX output shape {got.shape} != torch {want.shape} at {case}")
-        err = np.abs(got.astype(np.float64) - want)
+        nonfinite = int(np.size(got) - np.count_nonzero(np.isfinite(got)))
+        err = np.abs(np.where(np.isfinite(got), got, 0.0) - want)
         rel = err / (np.abs(want) + tol.atol)
         results.append({"dims": case, "max_abs_err": float(err.max()), "max_rel_err": float(rel.max()),
                         "passed": bool(np.all(err <= tol.atol + tol.rtol * np.abs(want))),
-                        "finite": bool(np.isfinite(got).all())})
-    summary = {"tolerance": {"atol": tol.atol, "rtol": tol.rtol}, "cases": results,
+                        "finite": nonfinite == 0, "nonfinite": nonfinite})
+    summary = {"precision": spec.precision.value, "reference": "torch fp32",
+               "tolerance": {"atol": tol.atol, "rtol": tol.rtol}, "cases": results,
                "max_abs_err": max(r["max_abs_err"] for r in results),
-               "max_rel_err": max(r["max_rel_err"] for r in results)}
-    bad = [r for r in results if not (r["passed"] and r["finite"])]
+               "max_rel_err": max(r["max_rel_err"] for r in results),
+               "nonfinite": sum(r["nonfinite"] for r in results)}
+    if summary["nonfinite"]:
+        first = next(r for r in results if r["nonfinite"])
+        raise ValidationError(f"{spec.name}: the {spec.precision.value} ONNX output has {first['nonfinite']} NaN/inf "
+                              f"values at {first['dims']} (the fp32 model has none there); keep it in fp32")
+    bad = [r for r in results if not r["passed"]]
     if bad:
         raise ValidationError(
             f"{spec.name}: ONNX disagrees with torch beyond atol={tol.atol}, rtol={tol.rtol} "
@@ -112,24 +127,31 @@ def compare(engine, reference, spec: ComponentSpec, cases: list[dict[str, int]],
     return summary
 
 
-def export_checkpoint(ckpt: Checkpoint, out: Path, *, overwrite: bool = False, tol: Tolerance = Tolerance(),
+def export_checkpoint(ckpt: Checkpoint, out: Path, *, overwrite: bool = False, tol: Tolerance | None = None,
                       source: str | None = None, max_batch: int = DEFAULT_MAX_BATCH,
+                      precision: Mapping[str, Precision] | None = None,
                       progress: Callable[[str], None] = lambda _: None) -> dict:
-    """Export, validate and write ``out`` atomically; returns the manifest. Nothing is left behind on failure."""
-    specs = component_specs(ckpt.config, max_batch=max_batch)
+    """Export, validate and write ``out`` atomically; returns the manifest. Nothing is left behind on failure.
+
+    ``precision`` per component (default fp32); every component is validated against the fp32 torch model,
+    with ``tol`` or else the precision's ``DEFAULT_TOLERANCES``."""
+    specs = component_specs(ckpt.config, max_batch=max_batch, precision=precision)
+    reference_specs = component_specs(ckpt.config, max_batch=max_batch)
     modules = ckpt.component_modules()
     components, export_warnings = {}, {}
     with atomic_dir(Path(out), overwrite) as tmp:
         for name, spec in specs.items():
             progress(f"exporting {name}")
             path = tmp / component_file(name)
-            export_warnings[name] = _export_one(modules[name], spec, path)
+            export_warnings[name] = _export_one(at_precision(modules[name], spec.precision), spec, path)
             for w in export_warnings[name]:
                 if not w["benign"]:
                     progress(f"warning: {name} export: {w['category']}: {w['message']} ({w['source']})")
             engine = OrtEngine(path, spec)
-            progress(f"validating {name} at {len(validation_cases(spec))} sizes")
-            validation = compare(engine, TorchEngine(modules[name], spec), spec, validation_cases(spec), tol)
+            progress(f"validating {name} ({spec.precision.value}) at {len(validation_cases(spec))} sizes")
+            reference = TorchEngine(modules[name], reference_specs[name])
+            validation = compare(engine, reference, spec, validation_cases(spec),
+                                 tol or DEFAULT_TOLERANCES[spec.precision])
             components[name] = {"file": component_file(name), **spec.to_json(), "validation": validation}
         ckpt.tokenizer.save(tmp / "tokenizer")
         manifest = {"source_checkpoint": source, "opset": OPSET, "exporter": "torch.onnx (TorchScript)",

@@ -66,7 +66,7 @@ class Attention(nn.Module):
             n = scores.shape[-1]
             mask = torch.ones(n, n, dtype=torch.bool, device=x.device).triu(1)
             scores = scores.masked_fill(mask, torch.finfo(scores.dtype).min)
-        h = scores.softmax(dim=-1) @ v
+        h = scores.softmax(dim=-1, dtype=torch.float32).to(v.dtype) @ v  # softmax in fp32 at every precision
         b, _, n, _ = h.shape
         return self.to_out(h.transpose(1, 2).reshape(b, n, -1))
 

@@ -63,7 +63,8 @@ class UNet(nn.Module):
         self.conv_out = nn.Conv2d(c, cfg.out_channels, 3, padding=1)
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
-        temb = self.time_mlp(timestep_embedding(timestep, self.config.block_channels[0]))
+        temb_in = timestep_embedding(timestep, self.config.block_channels[0])  # fp32: t up to 1000 needs it
+        temb = self.time_mlp(temb_in.to(self.conv_in.weight.dtype))
         ctx = encoder_hidden_states
         h = self.conv_in(sample)
         skips = [h]

@@ -1,0 +1,119 @@
+"""Engine folders: the plans of one export, their manifest, and the checks made before a plan may run.
+
+    ENGINES/manifest.json        format, builder (flavour, version), targets, build options, the export it came
+                                 from (folder, manifest sha256), the model/scheduler/tokenizer configs, each
+                                 component's spec with the plan's own ranges, and per plan: file, key, ONNX sha256,
+                                 arch, precision, profile, flags, build time; file sizes and sha256s
+    ENGINES/unet.sm86.plan ...   one plan per component and target
+    ENGINES/tokenizer/           copied from the export: the folder samples on its own
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from difftrt.artifact import MANIFEST, Artifact, Verify, hash_files, library_versions, verify_files, write_stamp
+from difftrt.config import read_json
+from difftrt.errors import ArtifactError, DependencyError, DifftrtError
+from difftrt.models.specs import ComponentSpec
+
+FORMAT = "difftrt-engines"
+FORMAT_VERSION = 1
+
+
+def is_engine_folder(folder: Path) -> bool:
+    try:
+        return read_json(Path(folder) / MANIFEST).get("format") == FORMAT
+    except DifftrtError:
+        return False
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    folder = Path(folder)
+    if not (folder / MANIFEST).is_file():
+        raise ArtifactError(f"{folder} has no {MANIFEST}; build the engines with `difftrt build`")
+    try:
+        manifest = read_json(folder / MANIFEST)
+    except DifftrtError as exc:
+        raise ArtifactError(str(exc)) from None
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{folder / MANIFEST} is not a {FORMAT} v{FORMAT_VERSION} manifest; build the engines "
+                            "again with `difftrt build`")
+    return manifest
+
+
+def verify(folder: Path, manifest: dict[str, Any], how: Verify = Verify.QUICK) -> Verify:
+    try:
+        files = {rel: {"sha256": str(v["sha256"]), "size": int(v["size"])} for rel, v in manifest["files"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ArtifactError(f"{folder / MANIFEST} is incomplete: {exc}") from None
+    return verify_files(Path(folder), files, how)
+
+
+def write_manifest(folder: Path, artifact: Artifact, trt: Any, archs: tuple[str, ...], options: Any,
+                   specs: dict[str, ComponentSpec], plans: list[dict[str, Any]]) -> dict[str, Any]:
+    export_digest = hashlib.sha256((artifact.folder / MANIFEST).read_bytes()).hexdigest()
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "versions": library_versions(),
+        "builder": {"flavour": trt.flavour, "version": trt.version}, "archs": list(archs),
+        "options": {"max_batch": options.max_batch, "sizes": list(options.sizes), "static": options.static},
+        "export": {"folder": str(artifact.folder), "manifest_sha256": export_digest},
+        "model_config": artifact.manifest["model_config"], "scheduler_config": artifact.manifest["scheduler_config"],
+        "tokenizer": artifact.manifest["tokenizer"],
+        "components": {name: spec.to_json() for name, spec in specs.items()},
+        "plans": plans, "files": hash_files(folder),
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_stamp(folder, manifest["files"])
+    return manifest
+
+
+def resolve(engine: Path) -> Path:
+    """The engine folder that ``engine`` (the folder or one of its plans) names."""
+    engine = Path(engine)
+    folder = engine if engine.is_dir() else engine.parent
+    if not (folder / MANIFEST).is_file():
+        raise ArtifactError(f"no engine {MANIFEST} beside {engine}; build the plans with "
+                            "`difftrt build --export export/NAME --out engines/NAME`")
+    return folder
+
+
+def rebuild_command(manifest: dict[str, Any], folder: Path, arch: str | None = None) -> str:
+    archs = [arch] if arch else manifest.get("archs", [])
+    export = manifest.get("export", {}).get("folder", "export/NAME")
+    return " ".join(["difftrt build --export", str(export), "--out", str(folder), *(f"--arch {a}" for a in archs)])
+
+
+def check_runnable(engine: Path, local_arch: str | None, installed: Any) -> None:
+    """Everything that must hold before a plan of ``engine`` may run here, each failure one line with the fix:
+    a valid manifest and intact plans, the export unchanged since the build, TensorRT of the same flavour and
+    version, a CUDA GPU of a built target. ``installed``: the ``TensorRT`` found, or the error of looking."""
+    folder = resolve(engine)
+    manifest = read_manifest(folder)
+    verify(folder, manifest)
+    if engine.is_file() and engine.name not in {p["file"] for p in manifest["plans"]}:
+        raise ArtifactError(f"{engine} is not listed in {folder / MANIFEST}")
+    export = manifest["export"]
+    export_manifest = Path(export["folder"]) / MANIFEST
+    if export_manifest.is_file() and hashlib.sha256(export_manifest.read_bytes()).hexdigest() != export["manifest_sha256"]:
+        raise ArtifactError(f"the export {export['folder']} changed since these plans were built; rebuild: "
+                            f"{rebuild_command(manifest, folder)}")
+    if isinstance(installed, Exception):
+        raise DependencyError(f"running TensorRT plans needs TensorRT on a CUDA GPU machine ({installed})")
+    builder = manifest["builder"]
+    if (installed.flavour, installed.version) != (builder["flavour"], builder["version"]):
+        raise ArtifactError(f"{folder} was built with {builder['flavour']} {builder['version']}, this machine has "
+                            f"{installed.flavour} {installed.version}; rebuild: {rebuild_command(manifest, folder)}")
+    if local_arch is None:
+        raise DependencyError(f"no CUDA GPU here: TensorRT plans run only on an NVIDIA GPU (these are built for "
+                              f"{', '.join(manifest['archs'])}); sample the ONNX export instead: "
+                              f"difftrt sample --engine {export['folder']}")
+    if local_arch not in manifest["archs"]:
+        raise ArtifactError(f"{folder} holds plans for {', '.join(manifest['archs'])}, this GPU is {local_arch}; "
+                            f"rebuild: {rebuild_command(manifest, folder, local_arch)}")
+    raise DependencyError("the plans fit this machine, but the TensorRT runtime backend is not implemented yet "
+                          f"(the GPU-runtime issue); sample the ONNX export meanwhile: difftrt sample --engine "
+                          f"{export['folder']}")

@@ -1,0 +1,43 @@
+"""One import for both TensorRT flavours: full TensorRT (``tensorrt``, GPU machines) or TensorRT-RTX
+(``tensorrt_rtx``, which also builds plans on a machine without a GPU, for a chosen compute capability)."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from difftrt.errors import DependencyError
+
+FLAVOURS = ("tensorrt", "tensorrt_rtx")  # tried in this order
+INSTALL_HINT = ("pip install 'difftrt[tensorrt-rtx]' (builds on any machine) or 'difftrt[tensorrt]' "
+                "(full TensorRT, on a CUDA GPU machine)")
+
+
+@dataclass(frozen=True)
+class TensorRT:
+    module: Any
+    flavour: str  # "tensorrt" or "tensorrt_rtx"
+    version: str
+
+    @property
+    def builds_for_any_arch(self) -> bool:
+        """TensorRT-RTX targets a chosen compute capability; full TensorRT builds for the GPU it runs on."""
+        return self.flavour == "tensorrt_rtx"
+
+    def arch_choices(self) -> list[str]:
+        if not self.builds_for_any_arch:
+            return []
+        names = [n for n in dir(self.module.ComputeCapability) if n.startswith("SM")]
+        return sorted((n.lower() for n in names), key=lambda a: int(a[2:]))
+
+
+def import_tensorrt() -> TensorRT:
+    """The first flavour that imports, or a one-line ``DependencyError`` naming what to install."""
+    for name in FLAVOURS:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        return TensorRT(module, name, str(getattr(module, "__version__", "unknown")))
+    raise DependencyError(f"TensorRT is not installed: {INSTALL_HINT}")

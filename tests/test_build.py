@@ -1,0 +1,195 @@
+"""`difftrt build`: real TensorRT-RTX plans of the tiny model (built on CPU), the engine manifest, the cache,
+and every check made before a plan may run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from difftrt.cli import main
+from difftrt.errors import ArtifactError, DependencyError
+
+pytest.importorskip("tensorrt_rtx", reason="needs tensorrt-rtx: pip install 'difftrt[tensorrt-rtx]'")
+
+ARCHS = ("sm86", "sm89")
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def one_error(*args, code=None) -> str:
+    result = run(*args)
+    assert result.exit_code != 0 and (code is None or result.exit_code == code), result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and all(not ln.startswith("error") for ln in lines[:-1]), result.stderr
+    assert "Traceback" not in result.output
+    return lines[-1]
+
+
+@pytest.fixture(scope="session")
+def engines_dir(export_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("engines") / "tiny"
+    result = run("build", "--export", str(export_dir), "--out", str(out), "--arch", ARCHS[0], "--arch", ARCHS[1],
+                 "--max-batch", "2")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def manifest(folder):
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def test_one_plan_per_component_and_target(engines_dir):
+    m = manifest(engines_dir)
+    assert m["builder"]["flavour"] == "tensorrt_rtx" and m["archs"] == list(ARCHS)
+    assert {(p["component"], p["arch"]) for p in m["plans"]} == {
+        (c, a) for c in ("text_encoder", "unet", "vae_decoder", "vae_encoder") for a in ARCHS}
+    for p in m["plans"]:
+        path = engines_dir / p["file"]
+        assert path.stat().st_size > 10_000 and m["files"][p["file"]]["size"] == path.stat().st_size
+        assert p["flags"] == ["STRONGLY_TYPED"] and p["precision"] == "fp32"
+    assert (engines_dir / "tokenizer" / "vocab.json").is_file()
+
+
+def test_profiles_follow_the_export_specs_and_the_options(engines_dir, export_dir):
+    export = manifest(export_dir)["components"]
+    plans = {(p["component"], p["arch"]): p["profile"] for p in manifest(engines_dir)["plans"]}
+    # --max-batch 2: images 1..2, the U-Net 1..4 rows (opt 2); spatial ranges are the export's own
+    assert plans["unet", "sm86"] == [["batch", 1, 2, 4]] + export["unet"]["dim_ranges"][1:]
+    assert plans["vae_decoder", "sm89"] == [["batch", 1, 1, 2]] + export["vae_decoder"]["dim_ranges"][1:]
+    assert plans["text_encoder", "sm86"] == [["batch", 1, 1, 2]]
+    assert manifest(engines_dir)["components"]["unet"]["dim_ranges"] == plans["unet", "sm86"]
+
+
+def test_static_and_sizes(export_dir, tmp_path):
+    out = tmp_path / "static"
+    result = run("build", "--export", str(export_dir), "--out", str(out), "--arch", "sm86", "--static",
+                 "--max-batch", "1", "--sizes", "32,16", "--json")
+    assert result.exit_code == 0, result.output
+    plans = {p["component"]: p["profile"] for p in json.loads(result.stdout)["plans"]}
+    # tiny: VAE factor 2, so 32 px = 16 latent; static: min = opt = max, the U-Net 2 rows for 1 image
+    assert plans["unet"] == [["batch", 2, 2, 2], ["latent_height", 16, 16, 16], ["latent_width", 16, 16, 16]]
+    assert plans["vae_encoder"] == [["batch", 1, 1, 1], ["image_height", 32, 32, 32], ["image_width", 32, 32, 32]]
+
+
+def test_a_second_build_reuses_every_plan_and_a_changed_option_rebuilds(export_dir, engines_dir, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(engines_dir, out)
+    again = run("build", "--export", str(export_dir), "--out", str(out), "--arch", "sm86", "--arch", "sm89",
+                "--max-batch", "2")
+    assert again.exit_code == 0, again.output
+    assert again.stderr.count("reused the cached plan") == 8
+    assert all(p["reused"] for p in manifest(out)["plans"])
+    assert (out / "unet.sm86.plan").read_bytes() == (engines_dir / "unet.sm86.plan").read_bytes()
+    other = run("build", "--export", str(export_dir), "--out", str(out), "--arch", "sm86", "--max-batch", "1")
+    assert other.exit_code == 0, other.output
+    assert "reused" not in other.stderr and not any(p["reused"] for p in manifest(out)["plans"])
+    assert not (out / "unet.sm89.plan").exists()  # the folder holds exactly what was asked for
+
+
+def test_a_tampered_export_is_refused_at_build(export_dir, tmp_path):
+    export = tmp_path / "export"
+    shutil.copytree(export_dir, export)
+    data = bytearray((export / "unet" / "model.onnx").read_bytes())
+    data[200] ^= 1
+    (export / "unet" / "model.onnx").write_bytes(bytes(data))
+    line = one_error("build", "--export", str(export), "--out", str(tmp_path / "e"), "--arch", "sm86")
+    assert "does not match the sha256" in line and not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--arch", "sm90"], "--arch sm90: tensorrt_rtx 1.7.1.116 cannot target it; it offers sm75, sm80, sm86, sm89, sm120, sm121"),
+    (["--arch", "sm86", "--max-batch", "0"], "--max-batch must be >= 1, got 0"),
+    (["--arch", "sm86", "--max-batch", "9"], "--max-batch 9: the export was validated for up to 8 images; export again with"),
+    (["--arch", "sm86", "--sizes", "18"], "--sizes 18: unet takes multiples of 4 pixels from 4 to 32"),
+    (["--arch", "sm86", "--sizes", "64"], "--sizes 64: unet takes multiples of 4 pixels from 4 to 32"),
+    (["--arch", "sm86", "--sizes", "a,b"], "--sizes takes comma-separated pixel sizes"),
+    ([], "no CUDA GPU here to build for: pass --arch"),
+])
+def test_bad_build_options(export_dir, tmp_path, args, match):
+    line = one_error("build", "--export", str(export_dir), "--out", str(tmp_path / "e"), *args, code=2)
+    assert match in line and not (tmp_path / "e").exists()
+
+
+def test_an_existing_other_folder_needs_overwrite(export_dir, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    line = one_error("build", "--export", str(export_dir), "--out", str(tmp_path / "mine"), "--arch", "sm86")
+    assert "exists and is not an engine folder" in line and (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_missing_export(tmp_path):
+    assert "does not exist" in one_error("build", "--export", str(tmp_path / "none"), "--arch", "sm86")
+
+
+def sample_line(engine, tmp_path, *extra) -> str:
+    line = one_error("sample", "--engine", str(engine), "--out", str(tmp_path / "o.png"), *extra)
+    assert not (tmp_path / "o.png").exists()
+    return line
+
+
+def test_sampling_a_plan_without_a_gpu_is_one_line(engines_dir, tmp_path):
+    for engine in (engines_dir / "unet.sm86.plan", engines_dir):
+        assert "no CUDA GPU here: TensorRT plans run only on an NVIDIA GPU (these are built for sm86, sm89)" in \
+            sample_line(engine, tmp_path)
+
+
+def test_a_plan_without_an_engine_manifest(tmp_path):
+    (tmp_path / "unet.plan").write_bytes(b"plan bytes")
+    assert "no engine manifest.json beside" in sample_line(tmp_path / "unet.plan", tmp_path)
+
+
+def test_a_plan_from_another_tensorrt_version_is_refused_with_the_rebuild_command(engines_dir, tmp_path):
+    out = tmp_path / "old"
+    shutil.copytree(engines_dir, out)
+    m = manifest(out)
+    m["builder"]["version"] = "1.6.0.0"
+    (out / "manifest.json").write_text(json.dumps(m))
+    line = sample_line(out / "unet.sm86.plan", tmp_path)
+    assert "was built with tensorrt_rtx 1.6.0.0, this machine has tensorrt_rtx 1.7.1.116; rebuild: difftrt build " \
+           f"--export {m['export']['folder']} --out {out} --arch sm86 --arch sm89" in line
+
+
+def test_a_tampered_plan_is_refused(engines_dir, tmp_path):
+    out = tmp_path / "bad"
+    shutil.copytree(engines_dir, out)
+    (out / "unet.sm86.plan").write_bytes(b"x" * (out / "unet.sm86.plan").stat().st_size)
+    assert "does not match the sha256" in sample_line(out, tmp_path)
+
+
+def test_an_export_changed_since_the_build_is_refused(export_dir, engines_dir, tmp_path):
+    from difftrt.trt.engine_folder import check_runnable
+    from difftrt.trt.shim import import_tensorrt
+
+    export = tmp_path / "export"
+    shutil.copytree(export_dir, export)
+    out = tmp_path / "engines"
+    shutil.copytree(engines_dir, out)
+    m = manifest(out)
+    m["export"]["folder"] = str(export)
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(DependencyError, match="no CUDA GPU here"):  # unchanged export: the next check decides
+        check_runnable(out, None, import_tensorrt())
+    e = json.loads((export / "manifest.json").read_text())
+    e["source_checkpoint"] = "somewhere else"
+    (export / "manifest.json").write_text(json.dumps(e))
+    with pytest.raises(ArtifactError, match="changed since these plans were built; rebuild: difftrt build"):
+        check_runnable(out, None, import_tensorrt())
+
+
+def test_the_gpu_checks_in_order(engines_dir):
+    """On a GPU machine the same checks go on: another arch is refused with its --arch, a built one reaches the
+    runtime, which is the next issue's. (The local arch is this function's input, so both paths run here.)"""
+    from difftrt.trt.engine_folder import check_runnable
+    from difftrt.trt.shim import import_tensorrt
+
+    with pytest.raises(ArtifactError, match=r"holds plans for sm86, sm89, this GPU is sm80; rebuild: .* --arch sm80$"):
+        check_runnable(engines_dir, "sm80", import_tensorrt())
+    with pytest.raises(DependencyError, match="the TensorRT runtime backend is not implemented yet"):
+        check_runnable(engines_dir, "sm89", import_tensorrt())
+    with pytest.raises(DependencyError, match="running TensorRT plans needs TensorRT"):
+        check_runnable(engines_dir, "sm89", DependencyError("TensorRT is not installed"))
