@@ -15,7 +15,7 @@ def run_python(code: str, **kw) -> subprocess.CompletedProcess:
 def test_runtime_imports_leave_torch_out():
     code = ("import sys\n"
             "import difftrt.cli, difftrt.runtime, difftrt.pipeline, difftrt.schedulers, difftrt.backends.ort\n"
-            "import difftrt.artifact, difftrt.bench.run\n"
+            "import difftrt.artifact, difftrt.bench.run, difftrt.trt.build, difftrt.trt.engine_folder\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     result = run_python(code)
     assert result.returncode == 0, result.stderr
