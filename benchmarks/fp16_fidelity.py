@@ -5,7 +5,7 @@
 The bundled model is exported twice (fp32: the default cache; fp16 U-Net + text encoder, fp32 VAE: into
 --fp16-export, made if missing), each of ``difftrt eval``'s prompts is sampled with both (25 DDIM steps,
 guidance 5, seed 0 + i), and the record gives the PSNR of every fp16 image against its fp32 twin (min,
-median, fraction >= 35 dB), the max latent difference, both exports' prompt-fidelity scores, and the share
+median, fraction >= 35 dB), the max pixel difference, both exports' prompt-fidelity scores, and the share
 of prompts whose four verdicts agree. ONNX Runtime's CPU provider runs some fp16 nodes through inserted
 fp32 casts, so this measures the fp16 graph (its fp16 weights, I/O and casts) as ORT CPU executes it; a GPU
 backend executes more of it in fp16.

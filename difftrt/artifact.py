@@ -122,13 +122,18 @@ def resolve_folder(engine: Path, component: str = "unet") -> Path:
     return folder
 
 
-def _read_manifest(folder: Path) -> dict[str, Any]:
-    if not (folder / MANIFEST).is_file():
-        raise ArtifactError(f"{folder} has no {MANIFEST}; is it a folder written by `difftrt export`?")
+def load_manifest(folder: Path, missing: str) -> dict[str, Any]:
+    """``folder``'s manifest.json as a dict; absent or unreadable is an ``ArtifactError`` (``missing``: the fix)."""
+    if not (Path(folder) / MANIFEST).is_file():
+        raise ArtifactError(f"{folder} has no {MANIFEST}; {missing}")
     try:
-        manifest = read_json(folder / MANIFEST)
+        return read_json(Path(folder) / MANIFEST)
     except DifftrtError as exc:
         raise ArtifactError(str(exc)) from None
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    manifest = load_manifest(folder, "is it a folder written by `difftrt export`?")
     if manifest.get("format") != FORMAT:
         raise ArtifactError(f"{folder / MANIFEST} is not a {FORMAT} manifest")
     if manifest.get("format_version") != FORMAT_VERSION:

@@ -16,7 +16,7 @@ def load_pipeline(engine: Path, device: str = "cpu", threads: int = 0, img2img: 
     """``engine`` is an export folder or its unet subfolder or file; the files are verified (see
     ``difftrt.artifact``) before anything runs. ``img2img`` also loads the VAE encoder."""
     chosen = backend_for(Path(engine), backend)
-    require(chosen, Path(engine))
+    require(chosen, Path(engine), verify)
     components = SAMPLING_COMPONENTS + (("vae_encoder",) if img2img else ())
     artifact = open_artifact(Path(engine), "unet", verify, needs=components)
     engines = open_engines(artifact, components, chosen, device=device, threads=threads)

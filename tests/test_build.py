@@ -17,6 +17,16 @@ pytest.importorskip("tensorrt_rtx", reason="needs tensorrt-rtx: pip install 'dif
 ARCHS = ("sm86", "sm89")
 
 
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """The GPU probe's answer on a machine without one (CI's), so these tests read the same on a GPU machine."""
+    import difftrt.trt.build
+    import difftrt.trt.gpu
+
+    monkeypatch.setattr(difftrt.trt.gpu, "local_arch", lambda: None)
+    monkeypatch.setattr(difftrt.trt.build, "local_arch", lambda: None)
+
+
 def run(*args):
     return CliRunner().invoke(main, list(args))
 
@@ -85,7 +95,10 @@ def test_a_second_build_reuses_every_plan_and_a_changed_option_rebuilds(export_d
     assert again.stderr.count("reused the cached plan") == 8
     assert all(p["reused"] for p in manifest(out)["plans"])
     assert (out / "unet.sm86.plan").read_bytes() == (engines_dir / "unet.sm86.plan").read_bytes()
-    other = run("build", "--export", str(export_dir), "--out", str(out), "--arch", "sm86", "--max-batch", "1")
+    dropping = one_error("build", "--export", str(export_dir), "--out", str(out), "--arch", "sm86", "--max-batch", "1")
+    assert "also holds plans for sm89; add --arch sm89, or pass --overwrite to drop them" in dropping
+    other = run("build", "--export", str(export_dir), "--out", str(out), "--arch", "sm86", "--max-batch", "1",
+                "--overwrite")
     assert other.exit_code == 0, other.output
     assert "reused" not in other.stderr and not any(p["reused"] for p in manifest(out)["plans"])
     assert not (out / "unet.sm89.plan").exists()  # the folder holds exactly what was asked for
@@ -110,16 +123,52 @@ def test_a_tampered_export_is_refused_at_build(export_dir, tmp_path):
     (["--arch", "sm86", "--sizes", "a,b"], "--sizes takes comma-separated pixel sizes"),
     ([], "no CUDA GPU here to build for: pass --arch"),
 ])
-def test_bad_build_options(export_dir, tmp_path, args, match):
+def test_bad_build_options(export_dir, tmp_path, no_gpu, args, match):
     line = one_error("build", "--export", str(export_dir), "--out", str(tmp_path / "e"), *args, code=2)
     assert match in line and not (tmp_path / "e").exists()
 
 
-def test_an_existing_other_folder_needs_overwrite(export_dir, tmp_path):
+def test_an_existing_other_folder_needs_overwrite(export_dir, engines_dir, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     line = one_error("build", "--export", str(export_dir), "--out", str(tmp_path / "mine"), "--arch", "sm86")
     assert "exists and is not an engine folder" in line and (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    other_export = tmp_path / "other-export"
+    shutil.copytree(export_dir, other_export)
+    line = one_error("build", "--export", str(other_export), "--out", str(engines_dir), "--arch", "sm86", "--arch", "sm89")
+    assert f"holds plans of another export ({export_dir}); pass --overwrite" in line
+
+
+@pytest.mark.parametrize("where", [".", "unet", ".."])
+def test_out_may_not_overlap_the_export(export_dir, where):
+    line = one_error("build", "--export", str(export_dir), "--out", str(export_dir / where), "--arch", "sm86",
+                     "--overwrite", code=2)
+    assert "overlaps the export" in line
+    assert (export_dir / "unet" / "model.onnx").is_file()
+
+
+def test_a_failed_build_leaves_the_previous_engines(export_dir, tmp_path):
+    from .test_bad_input import rehash
+
+    export = tmp_path / "export"
+    shutil.copytree(export_dir, export)
+    out = tmp_path / "engines"
+    assert run("build", "--export", str(export), "--out", str(out), "--arch", "sm86", "--max-batch", "1").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    (export / "unet" / "model.onnx").write_bytes(b"not an onnx graph" * 50)
+    rehash(export, "unet/model.onnx")  # a consistent manifest: the failure comes from TensorRT's parser
+    line = one_error("build", "--export", str(export), "--out", str(out), "--arch", "sm86", "--max-batch", "1")
+    assert "TensorRT cannot parse" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["engines", "export"]  # no temp folder left
+
+
+def test_fp16_plans_from_an_fp16_export(export_fp16_dir, tmp_path):
+    result = run("build", "--export", str(export_fp16_dir), "--arch", "sm89", "--max-batch", "1", "--sizes", "16",
+                 "--out", str(tmp_path / "e16"), "--json", "-q")
+    assert result.exit_code == 0, result.output
+    precisions = {p["component"]: p["precision"] for p in json.loads(result.stdout)["plans"]}
+    assert precisions == {"text_encoder": "fp16", "unet": "fp16", "vae_decoder": "fp32", "vae_encoder": "fp32"}
 
 
 def test_missing_export(tmp_path):
@@ -132,9 +181,9 @@ def sample_line(engine, tmp_path, *extra) -> str:
     return line
 
 
-def test_sampling_a_plan_without_a_gpu_is_one_line(engines_dir, tmp_path):
-    for engine in (engines_dir / "unet.sm86.plan", engines_dir):
-        assert "no CUDA GPU here: TensorRT plans run only on an NVIDIA GPU (these are built for sm86, sm89)" in \
+def test_sampling_a_plan_without_a_gpu_is_one_line(engines_dir, tmp_path, no_gpu):
+    for engine, targets in ((engines_dir / "unet.sm86.plan", "sm86"), (engines_dir, "sm86, sm89")):
+        assert f"no CUDA GPU here: TensorRT plans run only on an NVIDIA GPU (these are built for {targets})" in \
             sample_line(engine, tmp_path)
 
 
@@ -151,7 +200,7 @@ def test_a_plan_from_another_tensorrt_version_is_refused_with_the_rebuild_comman
     (out / "manifest.json").write_text(json.dumps(m))
     line = sample_line(out / "unet.sm86.plan", tmp_path)
     assert "was built with tensorrt_rtx 1.6.0.0, this machine has tensorrt_rtx 1.7.1.116; rebuild: difftrt build " \
-           f"--export {m['export']['folder']} --out {out} --arch sm86 --arch sm89" in line
+           f"--export {m['export']['folder']} --out {out} --arch sm86 --arch sm89 --max-batch 2" in line
 
 
 def test_a_tampered_plan_is_refused(engines_dir, tmp_path):
@@ -187,9 +236,12 @@ def test_the_gpu_checks_in_order(engines_dir):
     from difftrt.trt.engine_folder import check_runnable
     from difftrt.trt.shim import import_tensorrt
 
-    with pytest.raises(ArtifactError, match=r"holds plans for sm86, sm89, this GPU is sm80; rebuild: .* --arch sm80$"):
+    with pytest.raises(ArtifactError, match=r"holds plans for sm86, sm89, this GPU is sm80; rebuild: .* --arch sm86 "
+                                            r"--arch sm89 --arch sm80 --max-batch 2$"):
         check_runnable(engines_dir, "sm80", import_tensorrt())
+    with pytest.raises(ArtifactError, match="unet.sm86.plan holds plans for sm86, this GPU is sm89"):
+        check_runnable(engines_dir / "unet.sm86.plan", "sm89", import_tensorrt())  # the plan named is what runs
     with pytest.raises(DependencyError, match="the TensorRT runtime backend is not implemented yet"):
         check_runnable(engines_dir, "sm89", import_tensorrt())
-    with pytest.raises(DependencyError, match="running TensorRT plans needs TensorRT"):
+    with pytest.raises(DependencyError, match="running TensorRT plans needs tensorrt_rtx on a CUDA GPU machine"):
         check_runnable(engines_dir, "sm89", DependencyError("TensorRT is not installed"))

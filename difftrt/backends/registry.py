@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from difftrt.artifact import Artifact
+from difftrt.artifact import Artifact, Verify
 from difftrt.backends.base import Engine
-from difftrt.errors import ArtifactError, DependencyError, UsageError
+from difftrt.errors import ArtifactError, UsageError
 
 BACKENDS = ("onnxruntime", "tensorrt")
 SUFFIXES = {".onnx": "onnxruntime", ".plan": "tensorrt"}
@@ -36,31 +36,26 @@ def backend_for(engine: Path, override: str | None = None) -> str:
     return SUFFIXES[engine.suffix]
 
 
-def require(backend: str, engine: Path | None = None) -> None:
+def require(backend: str, engine: Path | None = None, verify: Verify = Verify.QUICK) -> None:
     """Fail early, in one line naming what is missing, when ``backend`` cannot run ``engine`` here."""
     if backend == "tensorrt":
-        _require_tensorrt(Path(engine) if engine is not None else Path("."))
+        _require_tensorrt(Path(engine) if engine is not None else Path("."), verify)
     if backend == "onnxruntime":
         from difftrt.backends.ort import import_onnxruntime
 
         import_onnxruntime()
 
 
-def _require_tensorrt(engine: Path) -> None:
+def _require_tensorrt(engine: Path, verify: Verify) -> None:
     from difftrt.artifact import MANIFEST
     from difftrt.trt import engine_folder
     from difftrt.trt.gpu import local_arch
-    from difftrt.trt.shim import import_tensorrt
 
     folder = engine if engine.is_dir() else engine.parent
     if (folder / MANIFEST).is_file() and not engine_folder.is_engine_folder(folder):
         raise UsageError(f"--backend tensorrt runs plans, and {folder} is an ONNX export; build them first: "
                          f"difftrt build --export {folder} --out engines/{folder.resolve().name}")
-    try:
-        installed: object = import_tensorrt()
-    except DependencyError as exc:
-        installed = exc
-    engine_folder.check_runnable(engine, local_arch(), installed)
+    engine_folder.check_runnable(engine, local_arch(), how=verify)
 
 
 def open_engines(artifact: Artifact, components: tuple[str, ...], backend: str, device: str = "cpu",

@@ -33,12 +33,16 @@ def _sizes(value: str | None) -> tuple[int, ...]:
               help="Images per call the plans hold (the U-Net's profile gets twice that). Default: the export's.")
 @click.option("--sizes", default=None, help="Pixel sizes the plans hold, e.g. 64,96: min/opt/max = smallest/first/"
               "largest. Default: the export's ranges.")
-@click.option("--static", is_flag=True, help="One batch (--max-batch) at one size (the first of --sizes): min=opt=max.")
-@click.option("--overwrite", is_flag=True, help="Replace an --out folder that is not an engine folder.")
+@click.option("--builder", type=click.Choice(["tensorrt", "tensorrt-rtx"]), default=None,
+              help="Which TensorRT builds. Default: full TensorRT when it imports, else TensorRT-RTX.")
+@click.option("--static", is_flag=True, help="One batch (--max-batch) at one size (the first of --sizes): min=opt=max. "
+              "The U-Net's batch is then 2N rows, so such plans need guidance != 1.")
+@click.option("--overwrite", is_flag=True, help="Replace an --out folder that is not an engine folder of this export "
+              "(or drop the plans of targets not named again).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress messages.")
 @click.option("--json", "as_json", is_flag=True, help="Print each plan's build record as JSON.")
 def build(export_dir: Path, out: Path | None, archs: tuple[str, ...], max_batch: int | None, sizes: str | None,
-          static: bool, overwrite: bool, quiet: bool, as_json: bool) -> None:
+          builder: str | None, static: bool, overwrite: bool, quiet: bool, as_json: bool) -> None:
     """Build one TensorRT plan per component and target from an export.
 
     Uses full TensorRT when `tensorrt` imports, else TensorRT-RTX (which builds on a machine without a GPU, for
@@ -53,14 +57,14 @@ def build(export_dir: Path, out: Path | None, archs: tuple[str, ...], max_batch:
     from difftrt.trt.build import BuildOptions, build_engines
 
     tell = say(quiet)
-    out = out or Path("engines") / export_dir.resolve().name
     manifest = build_engines(export_dir, out, tuple(a.lower() for a in archs),
                              BuildOptions(max_batch=max_batch, sizes=_sizes(sizes), static=static),
-                             overwrite=overwrite, progress=tell)
+                             overwrite=overwrite, flavour=builder.replace("-", "_") if builder else None, progress=tell)
     if as_json:
-        click.echo(json.dumps({"out": str(out), "builder": manifest["builder"], "plans": manifest["plans"]}, indent=2))
+        click.echo(json.dumps({"out": manifest["out"], "builder": manifest["builder"], "plans": manifest["plans"]},
+                              indent=2))
         return
-    click.echo(str(out))
+    click.echo(manifest["out"])
 
 
 COMMANDS = (build,)

@@ -23,8 +23,8 @@ from difftrt.errors import UsageError
               help="U-Net and text encoder precision (fp16: fp16 weights and I/O, normalisation and softmax in fp32).")
 @click.option("--vae-precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
               help="VAE decoder and encoder precision (fp32 unless asked: SD's VAE overflows in fp16).")
-@click.option("--atol", type=float, default=None, help="Validation: absolute tolerance for every component "
-              "[default: 1e-4 for fp32, 2e-2 for fp16].")
+@click.option("--atol", type=float, default=None, help="Validation: absolute tolerance against the fp32 torch model "
+              "[default: 1e-4 for fp32 components, 2e-2 for fp16 ones].")
 @click.option("--rtol", type=float, default=None, help="Validation: relative tolerance [default: 1e-3 fp32, 2e-2 fp16].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress messages.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest's validation summary as JSON.")
@@ -54,13 +54,12 @@ def export(ckpt: Path | None, out: Path | None, overwrite: bool, max_batch: int,
         loaded, name = checkpoint.load(ckpt), ckpt.resolve().name
     out = out or Path("export") / name
     tell = say(quiet)
-    tol = None
-    if atol is not None or rtol is not None:
-        base = DEFAULT_TOLERANCES[Precision.FP32]
-        tol = Tolerance(base.atol if atol is None else atol, base.rtol if rtol is None else rtol)
+    tolerances = {p: Tolerance(d.atol if atol is None else atol, d.rtol if rtol is None else rtol)
+                  for p, d in DEFAULT_TOLERANCES.items()}  # an option given overrides that bound, per precision
     low, vae = Precision(precision), Precision(vae_precision)
     precisions = {"text_encoder": low, "unet": low, "vae_decoder": vae, "vae_encoder": vae}
-    manifest = export_checkpoint(loaded, out, overwrite=overwrite, tol=tol, max_batch=max_batch, precision=precisions,
+    manifest = export_checkpoint(loaded, out, overwrite=overwrite, tolerances=tolerances, max_batch=max_batch,
+                                 precision=precisions,
                                  source=str(ckpt.resolve()) if ckpt else default_model.SOURCE, progress=tell)
     summary = {name: {"precision": c["precision"], **{k: c["validation"][k] for k in ("max_abs_err", "max_rel_err")}}
                for name, c in manifest["components"].items()}

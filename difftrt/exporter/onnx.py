@@ -130,11 +130,12 @@ def compare(engine, reference, spec: ComponentSpec, cases: list[dict[str, int]],
 def export_checkpoint(ckpt: Checkpoint, out: Path, *, overwrite: bool = False, tol: Tolerance | None = None,
                       source: str | None = None, max_batch: int = DEFAULT_MAX_BATCH,
                       precision: Mapping[str, Precision] | None = None,
+                      tolerances: Mapping[Precision, Tolerance] = DEFAULT_TOLERANCES,
                       progress: Callable[[str], None] = lambda _: None) -> dict:
     """Export, validate and write ``out`` atomically; returns the manifest. Nothing is left behind on failure.
 
     ``precision`` per component (default fp32); every component is validated against the fp32 torch model,
-    with ``tol`` or else the precision's ``DEFAULT_TOLERANCES``."""
+    with ``tol`` for all components if given, else ``tolerances`` of the component's precision."""
     specs = component_specs(ckpt.config, max_batch=max_batch, precision=precision)
     reference_specs = component_specs(ckpt.config, max_batch=max_batch)
     modules = ckpt.component_modules()
@@ -151,7 +152,7 @@ def export_checkpoint(ckpt: Checkpoint, out: Path, *, overwrite: bool = False, t
             progress(f"validating {name} ({spec.precision.value}) at {len(validation_cases(spec))} sizes")
             reference = TorchEngine(modules[name], reference_specs[name])
             validation = compare(engine, reference, spec, validation_cases(spec),
-                                 tol or DEFAULT_TOLERANCES[spec.precision])
+                                 tol or tolerances[spec.precision])
             components[name] = {"file": component_file(name), **spec.to_json(), "validation": validation}
         ckpt.tokenizer.save(tmp / "tokenizer")
         manifest = {"source_checkpoint": source, "opset": OPSET, "exporter": "torch.onnx (TorchScript)",

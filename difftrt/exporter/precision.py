@@ -2,8 +2,9 @@
 
 Kept in fp32 inside an fp16 graph: normalisation statistics (GroupNorm and LayerNorm compute mean and
 variance over thousands of values, whose sums overflow or lose every digit in fp16), the attention softmax
-(``layers.Attention`` always runs it in fp32) and the sinusoidal timestep embedding (``t·f`` for t up to 1000
-needs fp32; ``UNet.forward`` casts it after). Everything else — convolutions, matmuls, activations — is fp16.
+(``layers.Attention`` always runs it in fp32, and scales Q before Q·Kᵀ below fp32) and the sinusoidal timestep
+embedding (``t·f`` for t up to 1000 needs fp32; ``UNet.forward`` casts it after). Everything else —
+convolutions, matmuls, activations — is fp16.
 """
 
 from __future__ import annotations

@@ -61,12 +61,17 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
         context = x if context is None else context
         q, k, v = self._split(self.to_q(x)), self._split(self.to_k(context)), self._split(self.to_v(context))
-        scores = q @ k.transpose(-1, -2) * (q.shape[-1] ** -0.5)
+        scale = q.shape[-1] ** -0.5
+        if q.dtype == torch.float32:
+            scores = q @ k.transpose(-1, -2) * scale
+        else:  # fp16: scale Q first so Q·Kᵀ stays inside fp16's range, then softmax in fp32
+            scores = ((q * scale) @ k.transpose(-1, -2)).float()
         if causal:
             n = scores.shape[-1]
             mask = torch.ones(n, n, dtype=torch.bool, device=x.device).triu(1)
             scores = scores.masked_fill(mask, torch.finfo(scores.dtype).min)
-        h = scores.softmax(dim=-1, dtype=torch.float32).to(v.dtype) @ v  # softmax in fp32 at every precision
+        probs = scores.softmax(dim=-1)
+        h = (probs if probs.dtype == v.dtype else probs.to(v.dtype)) @ v
         b, _, n, _ = h.shape
         return self.to_out(h.transpose(1, 2).reshape(b, n, -1))
 

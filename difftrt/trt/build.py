@@ -26,10 +26,11 @@ from difftrt.trt.profiles import BuildOptions, input_shapes, profile_ranges
 from difftrt.trt.shim import TensorRT, import_tensorrt
 
 FLAGS = ("STRONGLY_TYPED",)  # precision comes from the ONNX graph's own types (TensorRT 11 / RTX have no FP16 flag)
+RECIPE = 1  # bump when build_plan changes how a plan is made, so older cached plans are not reused
 
 
 def plan_key(onnx_sha256: str, trt: TensorRT, arch: str, spec: ComponentSpec) -> str:
-    inputs = {"onnx_sha256": onnx_sha256, "flavour": trt.flavour, "version": trt.version, "arch": arch,
+    inputs = {"recipe": RECIPE, "onnx_sha256": onnx_sha256, "flavour": trt.flavour, "version": trt.version, "arch": arch,
               "precision": spec.precision.value, "profile": [r.to_json() for r in spec.dim_ranges], "flags": FLAGS}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
@@ -54,6 +55,16 @@ def resolve_archs(trt: TensorRT, archs: tuple[str, ...]) -> tuple[str, ...]:
 
 def build_plan(trt: TensorRT, onnx_path: Path, spec: ComponentSpec, arch: str) -> bytes:
     """Parse ``onnx_path`` into a strongly typed network and build it for ``arch`` with one profile."""
+    try:
+        plan = _build(trt, onnx_path, spec, arch)
+    except (RuntimeError, TypeError, ValueError) as exc:  # TensorRT's bindings raise these on bad input
+        raise DependencyError(f"TensorRT failed building {spec.name} for {arch}: {str(exc).strip()[:300]}") from None
+    if plan is None:
+        raise DependencyError(f"TensorRT could not build {spec.name} for {arch} (see its log above)")
+    return bytes(plan)
+
+
+def _build(trt: TensorRT, onnx_path: Path, spec: ComponentSpec, arch: str) -> Any:
     t = trt.module
     logger = t.Logger(t.Logger.ERROR)
     builder = t.Builder(logger)
@@ -70,31 +81,52 @@ def build_plan(trt: TensorRT, onnx_path: Path, spec: ComponentSpec, arch: str) -
     for name, (lo, opt, hi) in input_shapes(spec, spec.dim_ranges).items():
         profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(profile)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise DependencyError(f"TensorRT could not build {spec.name} for {arch} (see its log above)")
-    return bytes(plan)
+    return builder.build_serialized_network(network, config)
 
 
 def _previous_plans(out: Path) -> dict[str, dict[str, Any]]:
-    """key -> plan entry of an existing engine folder (its files verified), or {}."""
+    """key -> plan entry of an existing engine folder (its files verified), or {} when there is none to reuse."""
     try:
         manifest = engine_folder.read_manifest(out)
         engine_folder.verify(out, manifest, Verify.FULL)
-    except ArtifactError:
+        return {str(p["key"]): {"file": str(p["file"]), "build_seconds": float(p["build_seconds"])}
+                for p in manifest["plans"]}
+    except (ArtifactError, KeyError, TypeError, ValueError):
         return {}
-    return {p["key"]: p for p in manifest["plans"]}
 
 
-def build_engines(export: Path, out: Path, archs: tuple[str, ...] = (), options: BuildOptions = BuildOptions(),
-                  overwrite: bool = False, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Build (or reuse) every plan; write ``out`` atomically with its manifest. Returns the manifest."""
-    artifact = open_artifact(Path(export), "unet", Verify.FULL, needs=COMPONENTS)
-    trt = import_tensorrt()
-    archs = resolve_archs(trt, archs)
-    out = Path(out)
-    if out.exists() and not overwrite and not engine_folder.is_engine_folder(out):
+def check_out(out: Path, export: Path, archs: tuple[str, ...], overwrite: bool) -> None:
+    """``--out`` may not overlap the export; an existing one needs ``--overwrite`` unless it is an engine folder of
+    the same export whose targets are all rebuilt (so no plan is dropped without being asked)."""
+    a, b = out.resolve(), export.resolve()
+    if a == b or b in a.parents or a in b.parents:
+        raise UsageError(f"--out {out} overlaps the export {export}; choose a folder outside it, e.g. engines/{b.name}")
+    if not out.exists() or overwrite:
+        return
+    if not engine_folder.is_engine_folder(out):
         raise UsageError(f"{out} exists and is not an engine folder; choose another --out or pass --overwrite")
+    try:
+        manifest = engine_folder.read_manifest(out)
+        same_export = Path(manifest["export"]["folder"]).resolve() == b
+        dropped = sorted(set(manifest["archs"]) - set(archs))
+    except (ArtifactError, KeyError, TypeError):
+        raise UsageError(f"{out} is an unreadable engine folder; pass --overwrite to replace it") from None
+    if not same_export:
+        raise UsageError(f"{out} holds plans of another export ({manifest['export']['folder']}); pass --overwrite")
+    if dropped:
+        raise UsageError(f"{out} also holds plans for {', '.join(dropped)}; add --arch {' --arch '.join(dropped)}, "
+                         "or pass --overwrite to drop them")
+
+
+def build_engines(export: Path, out: Path | None = None, archs: tuple[str, ...] = (),
+                  options: BuildOptions = BuildOptions(), overwrite: bool = False, flavour: str | None = None,
+                  progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Build (or reuse) every plan; write ``out`` (default engines/NAME) atomically with its manifest."""
+    artifact = open_artifact(Path(export), "unet", Verify.FULL, needs=COMPONENTS)
+    trt = import_tensorrt(flavour)
+    archs = resolve_archs(trt, archs)
+    out = Path(out) if out is not None else Path("engines") / artifact.folder.name
+    check_out(out, artifact.folder, archs, overwrite)
     previous = _previous_plans(out) if out.exists() else {}
     specs = {name: replace(artifact.specs[name], dim_ranges=profile_ranges(artifact.specs[name], artifact.config,
                                                                           options, str(artifact.folder)))
@@ -108,7 +140,8 @@ def build_engines(export: Path, out: Path, archs: tuple[str, ...] = (), options:
             for arch in archs:
                 plans.append(_one_plan(trt, artifact, tmp, name, spec, arch, onnx_rel, onnx_sha, previous, out, progress))
         shutil.copytree(artifact.folder / "tokenizer", tmp / "tokenizer")
-        return engine_folder.write_manifest(tmp, artifact, trt, archs, options, specs, plans)
+        manifest = engine_folder.write_manifest(tmp, artifact, trt, archs, options, specs, plans)
+    return {**manifest, "out": str(out)}
 
 
 def _one_plan(trt: TensorRT, artifact: Artifact, tmp: Path, name: str, spec: ComponentSpec, arch: str, onnx_rel: str,

@@ -15,7 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from difftrt.artifact import MANIFEST, Artifact, Verify, hash_files, library_versions, verify_files, write_stamp
+from difftrt.artifact import (MANIFEST, Artifact, Verify, hash_files, library_versions, load_manifest, verify_files,
+                              write_stamp)
 from difftrt.config import read_json
 from difftrt.errors import ArtifactError, DependencyError, DifftrtError
 from difftrt.models.specs import ComponentSpec
@@ -33,12 +34,7 @@ def is_engine_folder(folder: Path) -> bool:
 
 def read_manifest(folder: Path) -> dict[str, Any]:
     folder = Path(folder)
-    if not (folder / MANIFEST).is_file():
-        raise ArtifactError(f"{folder} has no {MANIFEST}; build the engines with `difftrt build`")
-    try:
-        manifest = read_json(folder / MANIFEST)
-    except DifftrtError as exc:
-        raise ArtifactError(str(exc)) from None
+    manifest = load_manifest(folder, "build the engines with `difftrt build`")
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(f"{folder / MANIFEST} is not a {FORMAT} v{FORMAT_VERSION} manifest; build the engines "
                             "again with `difftrt build`")
@@ -81,38 +77,61 @@ def resolve(engine: Path) -> Path:
     return folder
 
 
-def rebuild_command(manifest: dict[str, Any], folder: Path, arch: str | None = None) -> str:
-    archs = [arch] if arch else manifest.get("archs", [])
-    export = manifest.get("export", {}).get("folder", "export/NAME")
-    return " ".join(["difftrt build --export", str(export), "--out", str(folder), *(f"--arch {a}" for a in archs)])
+def rebuild_command(manifest: dict[str, Any], folder: Path, add_arch: str | None = None) -> str:
+    """The ``difftrt build`` line that makes these plans again (with the same options), plus ``add_arch``."""
+    archs = [*manifest.get("archs", []), *([add_arch] if add_arch else [])]
+    options = manifest.get("options", {})
+    parts = ["difftrt build --export", str(manifest.get("export", {}).get("folder", "export/NAME")), "--out", str(folder),
+             *(f"--arch {a}" for a in archs)]
+    if options.get("max_batch"):
+        parts.append(f"--max-batch {options['max_batch']}")
+    if options.get("sizes"):
+        parts.append("--sizes " + ",".join(str(s) for s in options["sizes"]))
+    if options.get("static"):
+        parts.append("--static")
+    return " ".join(parts)
 
 
-def check_runnable(engine: Path, local_arch: str | None, installed: Any) -> None:
+def check_runnable(engine: Path, local_arch: str | None, installed: Any = None, how: Verify = Verify.QUICK) -> None:
     """Everything that must hold before a plan of ``engine`` may run here, each failure one line with the fix:
-    a valid manifest and intact plans, the export unchanged since the build, TensorRT of the same flavour and
-    version, a CUDA GPU of a built target. ``installed``: the ``TensorRT`` found, or the error of looking."""
+    a valid manifest and intact plans (``how``: the quick or the full check), the export unchanged since the
+    build (when it is still there), TensorRT of the same flavour and version, a CUDA GPU of the plan's target.
+    ``installed``: the ``TensorRT`` to compare, an exception from looking for it, or None to import the
+    manifest's flavour."""
+    engine = Path(engine)
     folder = resolve(engine)
     manifest = read_manifest(folder)
-    verify(folder, manifest)
-    if engine.is_file() and engine.name not in {p["file"] for p in manifest["plans"]}:
+    verify(folder, manifest, how)
+    try:
+        export, builder = manifest["export"], manifest["builder"]
+        export_manifest = Path(export["folder"]) / MANIFEST
+        built_for = [str(p["arch"]) for p in manifest["plans"] if not engine.is_file() or p["file"] == engine.name]
+    except (KeyError, TypeError) as exc:
+        raise ArtifactError(f"{folder / MANIFEST} is incomplete: {exc}") from None
+    if not built_for:
         raise ArtifactError(f"{engine} is not listed in {folder / MANIFEST}")
-    export = manifest["export"]
-    export_manifest = Path(export["folder"]) / MANIFEST
     if export_manifest.is_file() and hashlib.sha256(export_manifest.read_bytes()).hexdigest() != export["manifest_sha256"]:
         raise ArtifactError(f"the export {export['folder']} changed since these plans were built; rebuild: "
                             f"{rebuild_command(manifest, folder)}")
+    if installed is None:
+        from difftrt.trt.shim import import_tensorrt
+
+        try:
+            installed = import_tensorrt(builder["flavour"])
+        except DependencyError as exc:
+            installed = exc
     if isinstance(installed, Exception):
-        raise DependencyError(f"running TensorRT plans needs TensorRT on a CUDA GPU machine ({installed})")
-    builder = manifest["builder"]
+        raise DependencyError(f"running TensorRT plans needs {builder['flavour']} on a CUDA GPU machine ({installed})")
     if (installed.flavour, installed.version) != (builder["flavour"], builder["version"]):
         raise ArtifactError(f"{folder} was built with {builder['flavour']} {builder['version']}, this machine has "
                             f"{installed.flavour} {installed.version}; rebuild: {rebuild_command(manifest, folder)}")
+    targets = sorted(set(built_for), key=built_for.index)
     if local_arch is None:
         raise DependencyError(f"no CUDA GPU here: TensorRT plans run only on an NVIDIA GPU (these are built for "
-                              f"{', '.join(manifest['archs'])}); sample the ONNX export instead: "
+                              f"{', '.join(targets)}); sample the ONNX export instead: "
                               f"difftrt sample --engine {export['folder']}")
-    if local_arch not in manifest["archs"]:
-        raise ArtifactError(f"{folder} holds plans for {', '.join(manifest['archs'])}, this GPU is {local_arch}; "
+    if local_arch not in targets:
+        raise ArtifactError(f"{engine} holds plans for {', '.join(targets)}, this GPU is {local_arch}; "
                             f"rebuild: {rebuild_command(manifest, folder, local_arch)}")
     raise DependencyError("the plans fit this machine, but the TensorRT runtime backend is not implemented yet "
                           f"(the GPU-runtime issue); sample the ONNX export meanwhile: difftrt sample --engine "

@@ -32,12 +32,15 @@ class TensorRT:
         return sorted((n.lower() for n in names), key=lambda a: int(a[2:]))
 
 
-def import_tensorrt() -> TensorRT:
-    """The first flavour that imports, or a one-line ``DependencyError`` naming what to install."""
-    for name in FLAVOURS:
+def import_tensorrt(flavour: str | None = None) -> TensorRT:
+    """``flavour`` ("tensorrt" or "tensorrt_rtx"), or the first of ``FLAVOURS`` that imports; else a one-line
+    ``DependencyError`` naming what to install."""
+    if flavour is not None and flavour not in FLAVOURS:
+        raise DependencyError(f"unknown TensorRT flavour {flavour!r}; expected one of {list(FLAVOURS)}")
+    for name in (flavour,) if flavour else FLAVOURS:
         try:
             module = importlib.import_module(name)
-        except ImportError:
+        except (ImportError, OSError):  # OSError: the wheel is there but its native libraries are not
             continue
         return TensorRT(module, name, str(getattr(module, "__version__", "unknown")))
-    raise DependencyError(f"TensorRT is not installed: {INSTALL_HINT}")
+    raise DependencyError(f"{flavour or 'TensorRT'} is not installed: {INSTALL_HINT}")
