@@ -149,9 +149,10 @@ def export_checkpoint(ckpt: Checkpoint, out: Path, *, overwrite: bool = False, t
                 if not w["benign"]:
                     progress(f"warning: {name} export: {w['category']}: {w['message']} ({w['source']})")
             engine = OrtEngine(path, spec)
-            progress(f"validating {name} ({spec.precision.value}) at {len(validation_cases(spec))} sizes")
+            cases = validation_cases(spec)
+            progress(f"validating {name} ({spec.precision.value}) at {len(cases)} sizes")
             reference = TorchEngine(modules[name], reference_specs[name])
-            validation = compare(engine, reference, spec, validation_cases(spec),
+            validation = compare(engine, reference, spec, cases,
                                  tol or tolerances[spec.precision])
             components[name] = {"file": component_file(name), **spec.to_json(), "validation": validation}
         ckpt.tokenizer.save(tmp / "tokenizer")

@@ -78,7 +78,7 @@ def _build(trt: TensorRT, onnx_path: Path, spec: ComponentSpec, arch: str) -> An
         config.num_compute_capabilities = 1
         config.set_compute_capability(getattr(t.ComputeCapability, arch.upper()), 0)
     profile = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in input_shapes(spec, spec.dim_ranges).items():
+    for name, (lo, opt, hi) in input_shapes(spec).items():
         profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(profile)
     return builder.build_serialized_network(network, config)

@@ -59,7 +59,7 @@ def profile_ranges(spec: ComponentSpec, cfg: ModelConfig, options: BuildOptions,
     return tuple(ranges)
 
 
-def input_shapes(spec: ComponentSpec, ranges: tuple[DimRange, ...]) -> dict[str, tuple[tuple[int, ...], ...]]:
-    """Each input's (min, opt, max) shape for ``IOptimizationProfile.set_shape``."""
-    corners = [{r.name: getattr(r, w) for r in ranges} for w in ("min", "opt", "max")]
+def input_shapes(spec: ComponentSpec) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """Each input's (min, opt, max) shape under ``spec``'s ranges, for ``IOptimizationProfile.set_shape``."""
+    corners = [spec.profile(w) for w in ("min", "opt", "max")]
     return {t.name: tuple(t.resolve(c) for c in corners) for t in spec.inputs}
