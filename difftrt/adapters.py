@@ -3,6 +3,7 @@
 An adapter owns what the pipeline must not know: the tensor names, the dtypes of the engine's inputs
 (the caller's float32 arrays are cast to what the spec says, e.g. float16 for an fp16 graph), the
 engine's lifecycle (``ready`` for the shapes of each call) and the cast of the output back to float32.
+Inputs may be host or device arrays (``Engine.asarray`` moves them); outputs are the engine's arrays.
 
     text_encoder(ids (B, L) int64)                           -> (B, L, D)
     unet(x_t (B, C, h, w), t scalar or (B,), context (B, L, D)) -> (B, C, h, w)
@@ -15,6 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
+from difftrt.arrays import cast, namespace
 from difftrt.backends.base import Engine
 from difftrt.errors import ArtifactError
 
@@ -31,20 +35,18 @@ class Adapter:
             raise ArtifactError(f"{self.spec.name}: the manifest gives {len(self.spec.outputs)} outputs, expected one")
 
     def __call__(self, *arrays: Any) -> Any:
-        xp = self.engine.xp
-        feeds = {t.name: xp.asarray(a, dtype=t.dtype) for t, a in zip(self.spec.inputs, arrays, strict=True)}
+        feeds = {t.name: self.engine.asarray(a, t.dtype) for t, a in zip(self.spec.inputs, arrays, strict=True)}
         self.engine.ready({name: tuple(a.shape) for name, a in feeds.items()})
         out = self.engine.infer(feeds)[self.spec.outputs[0].name]
-        return out.astype(xp.float32, copy=False)
+        return cast(out, namespace(out).float32)
 
 
 class UNetAdapter(Adapter):
     def __call__(self, x_t: Any, t: Any, context: Any) -> Any:
         """The model output at timestep ``t`` (one value for every row, or one per row)."""
-        xp = self.engine.xp
-        timestep = xp.asarray(t, dtype=self.spec.inputs[1].dtype)
+        timestep = np.asarray(t, dtype=self.spec.inputs[1].dtype)  # host: a scalar or (B,) per call
         if timestep.size == 1:
-            timestep = xp.full((x_t.shape[0],), timestep.reshape(()), dtype=timestep.dtype)
+            timestep = np.full((x_t.shape[0],), timestep.reshape(()), dtype=timestep.dtype)
         return super().__call__(x_t, timestep, context)
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from difftrt.arrays import to_host
 from difftrt.fileio import atomic_dir, check_new_folder
 from difftrt.images import grid, png_bytes
 from difftrt.pipeline import to_uint8
@@ -20,16 +22,17 @@ class IntermediateRecorder:
         self.latents: list[tuple[int, float, np.ndarray]] = []
         self.pred_x0: list[np.ndarray] = []
 
-    def __call__(self, i: int, t: float, x: np.ndarray, pred_x0: np.ndarray) -> None:
-        self.latents.append((i, t, x.copy()))
-        self.pred_x0.append(pred_x0[:1].copy())
+    def __call__(self, i: int, t: float, x: Any, pred_x0: Any) -> None:
+        """Keep host copies (the loop's arrays may be on a GPU)."""
+        self.latents.append((i, t, np.array(to_host(x))))
+        self.pred_x0.append(np.array(to_host(pred_x0[:1])))
 
     def write(self, folder: Path, decode: Callable[[np.ndarray], np.ndarray]) -> None:
         """Write ``step_III_tTTTT.npy`` per step (t as an integer, or with 3 decimals on a σ-grid) and
         ``x0_previews.png`` (decoded x0, one tile per step)."""
         folder = Path(folder)
         check_new_folder(folder, "--save-intermediates")
-        previews = to_uint8(decode(np.concatenate(self.pred_x0)))
+        previews = to_uint8(to_host(decode(np.concatenate(self.pred_x0))))
         with atomic_dir(folder, overwrite=folder.exists()) as tmp:  # replaces only an empty folder
             for i, t, x in self.latents:
                 buffer = io.BytesIO()

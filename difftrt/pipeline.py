@@ -1,4 +1,8 @@
-"""Text-to-image and image-to-image: encode the prompt → denoise latents → decode with the VAE. Backend-agnostic."""
+"""Text-to-image and image-to-image: encode the prompt → denoise latents → decode with the VAE. Backend-agnostic.
+
+The latents live where the U-Net engine's arrays live (host NumPy, or a GPU's memory for a device engine):
+the noise is drawn on the host from the seed and copied over once, the loop runs there, and only the
+final latents and image come back (``difftrt.arrays``)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from difftrt.adapters import adapt
+from difftrt.arrays import like, namespace, to_host
 from difftrt.backends.base import Engine
 from difftrt.config import ModelConfig
 from difftrt.errors import UsageError
@@ -87,15 +92,16 @@ class Text2ImagePipeline:
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """(N, C, h, w) latents (scaled, as the U-Net sees them) -> (N, 3, H, W) image in [-1, 1]."""
-        return self.components["vae_decoder"](latents / np.float32(self.config.vae.scaling_factor))
+        return self.components["vae_decoder"](latents / float(self.config.vae.scaling_factor))
 
     def encode_image(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(N, 3, H, W) in [-1, 1] -> scaled latents: a draw from the encoder's Gaussian posterior × scaling_factor."""
         moments = self.components["vae_encoder"](image)
-        mean, logvar = np.split(moments, 2, axis=1)
-        std = np.exp(0.5 * np.clip(logvar, -30.0, 20.0))  # diffusers' DiagonalGaussianDistribution clamp
-        z = mean + std * rng.standard_normal(mean.shape, dtype=np.float32)
-        return (z * self.config.vae.scaling_factor).astype(np.float32)
+        xp, half = namespace(moments), moments.shape[1] // 2
+        mean, logvar = moments[:, :half, ...], moments[:, half:, ...]
+        std = xp.exp(0.5 * xp.clip(logvar, -30.0, 20.0))  # diffusers' DiagonalGaussianDistribution clamp
+        z = mean + std * like(rng.standard_normal(tuple(mean.shape), dtype=np.float32), mean)
+        return z * float(self.config.vae.scaling_factor)
 
     def latent_shape(self, req: SampleRequest) -> tuple[int, int, int, int]:
         f, m = self.config.vae.downsample_factor, self.config.latent_factor
@@ -126,8 +132,8 @@ class Text2ImagePipeline:
                 raise UsageError(f"init image is {req.init_image.shape[1]}x{req.init_image.shape[0]}, expected the output size")
             image = np.repeat(from_uint8(req.init_image[None]), req.num_images, axis=0)
             x0 = self.encode_image(image, rng)
-            noise = rng.standard_normal(shape, dtype=np.float32)
-            return scheduler.add_noise(x0, noise, np.repeat(t0, shape[0])).astype(np.float32)
+            noise = like(rng.standard_normal(shape, dtype=np.float32), x0)
+            return scheduler.add_noise(x0, noise, np.repeat(t0, shape[0]))
         if req.latents is None:
             x_T = rng.standard_normal(shape, dtype=np.float32)
         elif req.latents.shape != shape:
@@ -136,7 +142,8 @@ class Text2ImagePipeline:
             raise UsageError("--latents contains NaN or infinite values")
         else:
             x_T = req.latents.astype(np.float32)
-        return (x_T * np.float32(scheduler.init_noise_sigma)).astype(np.float32)
+        x_T = (x_T * np.float32(scheduler.init_noise_sigma)).astype(np.float32)
+        return self.engines["unet"].asarray(x_T, "float32")  # onto the U-Net's device, once
 
     def __call__(self, req: SampleRequest, scheduler: Any, callback: StepCallback | None = None) -> SampleResult:
         req.check()
@@ -149,5 +156,5 @@ class Text2ImagePipeline:
         denoise = unet_denoiser(self.components["unet"], cond, uncond, req.guidance)
         step_kwargs = {"eta": req.eta} if req.eta else {}  # schedulers without η refuse a non-zero one
         latents = denoise_loop(scheduler, denoise, x, timesteps, rng, step_kwargs, callback)
-        images = to_uint8(self.decode(latents))
-        return SampleResult(images, latents, encoding.truncated[0], encoding.unknown_words)
+        images = to_uint8(to_host(self.decode(latents)))
+        return SampleResult(images, to_host(latents), encoding.truncated[0], encoding.unknown_words)

@@ -2,7 +2,8 @@
 
 Notation: x_t (B, C, h, w) latents at timestep t; eps the model output (noise, v or x0, as the
 scheduler's ``prediction_type`` says); w the guidance scale; c / ∅ the prompt / negative-prompt states.
-Nothing here knows which backend computed the model output.
+Nothing here knows which backend computed the model output, nor where the arrays live: they stay in the
+namespace (and on the device) of the latents the loop starts from (``difftrt.arrays``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from difftrt.arrays import namespace
 
 Denoise = Callable[[np.ndarray, float], np.ndarray]
 ModelCall = Callable[[np.ndarray, float, np.ndarray], np.ndarray]  # unet(x_t, t, context), e.g. a UNetAdapter
@@ -30,14 +33,14 @@ def unet_denoiser(unet: ModelCall, cond: np.ndarray, uncond: np.ndarray | None, 
     cond, uncond: (B, L, D) text-encoder states.
     """
     guided = uncond is not None and scale != 1.0
-    context = np.concatenate([uncond, cond]) if guided else cond
+    context = namespace(cond).concat([uncond, cond]) if guided else cond
 
-    def denoise(x_t: np.ndarray, t: float) -> np.ndarray:
-        out = unet(np.concatenate([x_t, x_t]) if guided else x_t, t, context)
+    def denoise(x_t: Any, t: float) -> Any:
         if not guided:
-            return out
-        out_uncond, out_cond = np.split(out, 2)
-        return guide(out_uncond, out_cond, scale)
+            return unet(x_t, t, context)
+        out = unet(namespace(x_t).concat([x_t, x_t]), t, context)
+        rows = x_t.shape[0]
+        return guide(out[:rows, ...], out[rows:, ...], scale)
 
     return denoise
 

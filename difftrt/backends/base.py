@@ -9,7 +9,9 @@
 ``ready(shapes)`` runs whatever steps are still missing and re-allocates when the shapes change; the
 component adapters (``difftrt.adapters``) call it, so the pipeline never sees the lifecycle. Arrays come
 from the engine's array module ``xp``: NumPy for host backends; a backend that owns device memory sets
-``xp`` to its device array module (CuPy) and takes and returns device arrays.
+``xp`` to its device array module (CuPy, or torch for the resident torch engine) and takes and returns
+device arrays; ``asarray`` brings a host array (or one of the engine's own) to it, so the sampling loop
+keeps its latents wherever the U-Net engine's arrays live (``difftrt.arrays``).
 
 The TensorRT backend (a later issue) maps onto the same five steps, as TensorRT's demo ``Engine`` does:
 ``load``: ``trt.Runtime(logger).deserialize_cuda_engine(plan_bytes)``, then the declared I/O from
@@ -33,6 +35,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from difftrt.arrays import dtype_name, to_host
 from difftrt.errors import ArtifactError, ShapeError
 from difftrt.models.specs import ComponentSpec, describe_shape
 
@@ -102,10 +105,17 @@ class Engine(ABC):
             raise RuntimeError(f"{self.name}: infer before allocate")
         for t in self.spec.inputs:
             array = feeds[t.name]
-            if tuple(array.shape) != self.shapes[t.name] or str(array.dtype) != t.dtype:
+            if tuple(array.shape) != self.shapes[t.name] or dtype_name(array.dtype) != t.dtype:
                 raise ShapeError(f"{self.name}: input {t.name} is {array.dtype} {tuple(array.shape)}, the engine is "
                                  f"allocated for {t.dtype} {self.shapes[t.name]}")
         return self._infer(feeds)
+
+    def asarray(self, array: Any, dtype: str) -> Any:
+        """``array`` (host NumPy, or an array of this engine's own ``xp``) as one ``infer`` takes, in ``dtype``
+        (a NumPy dtype name); a host engine copies device arrays back, a device engine copies host ones over."""
+        if self.xp is np:
+            return np.asarray(to_host(array), dtype=dtype)
+        return self.xp.asarray(array, dtype=dtype)
 
     def ready(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
         """Load, activate and allocate as needed, so that ``infer`` takes arrays of ``shapes``."""

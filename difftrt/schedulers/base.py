@@ -4,6 +4,10 @@ parametrisation), x₀ clipping and thresholding, the begin index, and the forwa
 Notation: x_t the noisy sample at timestep t, x_0 the clean sample, eps the unit Gaussian noise, with
 x_t = sqrt(ᾱ_t)·x_0 + sqrt(1 − ᾱ_t)·eps, and v = sqrt(ᾱ_t)·eps − sqrt(1 − ᾱ_t)·x_0 (Salimans & Ho 2022,
 "Progressive Distillation", appendix D). Arrays are (B, C, H, W); any shape with the batch first works.
+
+The per-step arrays may come from any Array API library (``difftrt.arrays``): NumPy on the host, CuPy or
+torch on a GPU; every step computes in the namespace of ``sample`` and returns arrays of that namespace,
+device and dtype. The schedule tables (ᾱ, σ, timesteps) are host NumPy and enter the steps as Python floats.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from difftrt.arrays import cast, is_host, like, namespace
 from difftrt.errors import ConfigError, UsageError
 from difftrt.schedulers.betas import (
     BetaSchedule,
@@ -114,10 +119,15 @@ class SchedulerConfig(BaseConfig):
 
 @dataclass(frozen=True)
 class SchedulerOutput:
-    """What ``step`` returns; arrays have the shape and dtype of ``sample``."""
+    """What ``step`` returns; arrays have the shape, dtype, namespace and device of ``sample``."""
 
-    prev_sample: np.ndarray  # x_{t-1}, the next loop input: (B, C, H, W)
-    pred_original_sample: np.ndarray  # the predicted x_0 (after clipping), for previews: (B, C, H, W)
+    prev_sample: Any  # x_{t-1}, the next loop input: (B, C, H, W)
+    pred_original_sample: Any  # the predicted x_0 (after clipping), for previews: (B, C, H, W)
+
+    @classmethod
+    def of(cls, prev_sample: Any, pred_original_sample: Any, sample: Any) -> SchedulerOutput:
+        """Both arrays cast to ``sample``'s dtype (no copy where they already are)."""
+        return cls(cast(prev_sample, sample.dtype), cast(pred_original_sample, sample.dtype))
 
 
 def from_epsilon(x_t: np.ndarray, eps: np.ndarray, alpha_bar: float) -> tuple[np.ndarray, np.ndarray]:
@@ -164,17 +174,31 @@ def x0_from_sigma_output(prediction: Prediction, x: np.ndarray, output: np.ndarr
     return x_0
 
 
-def threshold_sample(x_0: np.ndarray, ratio: float, max_value: float) -> np.ndarray:
+def row_quantile(x: Any, q: float) -> Any:
+    """The q-quantile of each row of ``x`` (B, N) -> (B, 1), linearly interpolated between order statistics
+    as ``numpy.quantile``'s default method (its two-sided lerp included, so NumPy arrays give its values)."""
+    xp = namespace(x)
+    n = x.shape[1]
+    position = q * (n - 1)
+    lo = min(int(math.floor(position)), n - 1)
+    hi, frac = min(lo + 1, n - 1), position - lo
+    ordered = xp.sort(x, axis=1)
+    a, b = ordered[:, lo:lo + 1], ordered[:, hi:hi + 1]
+    return b - (b - a) * (1.0 - frac) if frac >= 0.5 else a + (b - a) * frac
+
+
+def threshold_sample(x_0: Any, ratio: float, max_value: float) -> Any:
     """Imagen dynamic thresholding (Saharia et al. 2022, §2.3), as diffusers' ``_threshold_sample``.
 
     Per batch row, s = clip(quantile(|x_0|, ratio), 1, max_value) and x_0 → clip(x_0, −s, s) / s.
     x_0: (B, ...) -> same shape and dtype (computed in float32 at least, linear quantile interpolation).
     """
-    flat = x_0.reshape(x_0.shape[0], -1)
-    if flat.dtype not in (np.float32, np.float64):
-        flat = flat.astype(np.float32)
-    s = np.clip(np.quantile(np.abs(flat), ratio, axis=1, keepdims=True), 1.0, max_value)
-    return (np.clip(flat, -s, s) / s).reshape(x_0.shape).astype(x_0.dtype, copy=False)
+    xp = namespace(x_0)
+    flat = xp.reshape(x_0, (x_0.shape[0], -1))
+    if flat.dtype not in (xp.float32, xp.float64):
+        flat = xp.astype(flat, xp.float32)
+    s = xp.clip(row_quantile(xp.abs(flat), ratio), 1.0, max_value)
+    return cast(xp.reshape(xp.clip(flat, -s, s) / s, x_0.shape), x_0.dtype)
 
 
 class DiscreteScheduler:
@@ -244,8 +268,8 @@ class DiscreteScheduler:
             raise UsageError(f"add_noise timesteps must be integers in 0..{len(self) - 1}, got {timesteps!r}")
         alpha_bar = self.alphas_cumprod[t]
         alpha_bar = alpha_bar.reshape(alpha_bar.shape + (1,) * (original_samples.ndim - alpha_bar.ndim))
-        dtype = original_samples.dtype
-        return np.sqrt(alpha_bar).astype(dtype) * original_samples + np.sqrt(1.0 - alpha_bar).astype(dtype) * noise
+        return like(np.sqrt(alpha_bar), original_samples) * original_samples + like(
+            np.sqrt(1.0 - alpha_bar), original_samples) * noise
 
     def _check_timestep(self, timestep: int | np.integer) -> int:
         t = int(timestep)
@@ -262,7 +286,7 @@ class DiscreteScheduler:
         if c.thresholding:
             pred_x0 = threshold_sample(pred_x0, c.dynamic_thresholding_ratio, c.sample_max_value)
         elif c.clip_sample:
-            pred_x0 = np.clip(pred_x0, -c.clip_sample_range, c.clip_sample_range)
+            pred_x0 = namespace(pred_x0).clip(pred_x0, -c.clip_sample_range, c.clip_sample_range)
         return pred_x0, pred_eps
 
     def _reject_eta(self, eta: float | None) -> None:
@@ -272,16 +296,19 @@ class DiscreteScheduler:
                              "leave it unset or use --scheduler ddim")
 
     @staticmethod
-    def _noise(
-        sample: np.ndarray, generator: np.random.Generator | None, variance_noise: np.ndarray | None
-    ) -> np.ndarray:
-        """``variance_noise`` when given (shape of ``sample``), else a unit Gaussian draw from ``generator``."""
+    def _noise(sample: Any, generator: np.random.Generator | None, variance_noise: Any | None) -> Any:
+        """``variance_noise`` when given (shape of ``sample``), else a unit Gaussian draw from ``generator``.
+
+        The draw is made on the host (float32, or float64 for a float64 sample) and copied to ``sample``'s
+        device, so a seed gives the same noise whatever array library runs the loop."""
         if variance_noise is not None:
             if generator is not None:
                 raise UsageError("pass either generator or variance_noise to step(), not both")
-            if variance_noise.shape != sample.shape:
-                raise UsageError(f"variance_noise has shape {variance_noise.shape}, expected {sample.shape}")
-            return variance_noise
+            if tuple(variance_noise.shape) != tuple(sample.shape):
+                raise UsageError(f"variance_noise has shape {tuple(variance_noise.shape)}, expected {tuple(sample.shape)}")
+            return like(variance_noise, sample) if is_host(variance_noise) and not is_host(sample) else variance_noise
         rng = generator if generator is not None else np.random.default_rng()
-        dtype = sample.dtype if sample.dtype in (np.float32, np.float64) else np.float32
-        return rng.standard_normal(sample.shape, dtype=dtype)
+        xp = namespace(sample)
+        wide = sample.dtype == xp.float64
+        draw = rng.standard_normal(tuple(sample.shape), dtype=np.float64 if wide else np.float32)
+        return like(draw, sample, xp.float64 if wide else xp.float32)

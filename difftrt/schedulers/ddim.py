@@ -105,4 +105,4 @@ class DDIMScheduler(DiscreteScheduler):
             eps = from_sample(sample, pred_x0, alpha_bar_t)[1]
         noise = self._noise(sample, generator, variance_noise) if eta > 0.0 else None
         x_prev = ddim_step(eps, pred_x0, alpha_bar_t, alpha_bar_prev, eta, noise)
-        return SchedulerOutput(x_prev.astype(sample.dtype, copy=False), pred_x0.astype(sample.dtype, copy=False))
+        return SchedulerOutput.of(x_prev, pred_x0, sample)

@@ -23,6 +23,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from difftrt.arrays import namespace
 from difftrt.errors import UsageError
 from difftrt.schedulers.base import DiscreteScheduler, SchedulerConfig, SchedulerOutput
 
@@ -77,11 +78,11 @@ def noise_std(
     if predicted_variance is None:
         raise UsageError(f"variance_type {variance_type.value!r} needs the model's predicted variance")
     if variance_type is VarianceType.LEARNED:
-        return np.sqrt(predicted_variance)
+        return namespace(predicted_variance).sqrt(predicted_variance)
     frac = (predicted_variance + 1.0) / 2.0
     max_log = math.log(step_beta(alpha_bar_t, alpha_bar_prev))
     min_log = math.log(posterior_variance(alpha_bar_t, alpha_bar_prev))
-    return np.exp(0.5 * (frac * max_log + (1.0 - frac) * min_log))
+    return namespace(frac).exp(0.5 * (frac * max_log + (1.0 - frac) * min_log))
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ class DDPMScheduler(DiscreteScheduler):
         channels = sample.shape[1]
         learned = self.config.variance_type in LEARNED_TYPES
         if learned and model_output.shape[1] == 2 * channels:
-            return model_output[:, :channels], model_output[:, channels:]
+            return model_output[:, :channels, ...], model_output[:, channels:, ...]
         if learned or model_output.shape != sample.shape:
             want = f"(B, {2 * channels if learned else channels}, ...)"
             raise UsageError(
@@ -150,4 +151,4 @@ class DDPMScheduler(DiscreteScheduler):
         if t > 0:
             std = noise_std(self.config.variance_type, alpha_bar_t, alpha_bar_prev, predicted_variance)
             x_prev += std * self._noise(sample, generator, variance_noise)
-        return SchedulerOutput(x_prev.astype(sample.dtype, copy=False), pred_x0.astype(sample.dtype, copy=False))
+        return SchedulerOutput.of(x_prev, pred_x0, sample)

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from difftrt.arrays import like
 from difftrt.schedulers.base import PREDICTION_TO_X0_EPS, BaseConfig, Prediction, SchedulerOutput, threshold_sample
 from difftrt.schedulers.betas import BetaSchedule, TimestepSpacing, make_dpm_timesteps
 from difftrt.schedulers.sigmas import (
@@ -178,7 +179,7 @@ class DPMSolverMultistepScheduler(SigmaScheduler):
         c = self.config
         channels = sample.shape[1]
         if c.variance_type is not None and c.prediction_type is Prediction.EPSILON:
-            model_output = model_output[:, :channels]
+            model_output = model_output[:, :channels, ...]
         pred_x0, _ = PREDICTION_TO_X0_EPS[c.prediction_type](sample, model_output, 1.0 / (1.0 + sigma * sigma))
         if c.thresholding:
             pred_x0 = threshold_sample(pred_x0, c.dynamic_thresholding_ratio, c.sample_max_value)
@@ -223,13 +224,12 @@ class DPMSolverMultistepScheduler(SigmaScheduler):
             x_next += self._noise(sample, generator, variance_noise) * noise_std
         self.lower_order_nums = min(self.lower_order_nums + 1, c.solver_order)
         self._step_index = i + 1
-        return SchedulerOutput(x_next.astype(sample.dtype, copy=False), pred_x0.astype(sample.dtype, copy=False))
+        return SchedulerOutput.of(x_next, pred_x0, sample)
 
     def add_noise(self, original_samples: np.ndarray, noise: np.ndarray, timesteps: int | np.ndarray) -> np.ndarray:
         """x_t = α_t·x_0 + σ_t·noise (variance preserving) at the σ that ``SigmaScheduler.add_noise`` picks."""
         sigma = self._noise_sigmas(timesteps)
         alpha = 1.0 / np.sqrt(1.0 + sigma**2)
         shape = sigma.shape + (1,) * (original_samples.ndim - 1)
-        dtype = original_samples.dtype
-        alpha_x, sigma_x = alpha.astype(dtype).reshape(shape), (sigma * alpha).astype(dtype).reshape(shape)
+        alpha_x, sigma_x = like(alpha.reshape(shape), original_samples), like((sigma * alpha).reshape(shape), original_samples)
         return alpha_x * original_samples + sigma_x * noise

@@ -28,7 +28,7 @@ from difftrt.schedulers.sigmas import SIGMA_GRID_RESTRICTED, FinalSigmas, SigmaG
 
 def euler_step(sample: np.ndarray, pred_x0: np.ndarray, sigma: float, sigma_next: float) -> np.ndarray:
     """x + d·(σ_next − σ) with d = (x − x̂_0)/σ: one Euler step of dx/dσ. sample, pred_x0: (B, C, H, W) -> same."""
-    x_next = np.subtract(sample, pred_x0)
+    x_next = sample - pred_x0
     x_next *= (sigma_next - sigma) / sigma
     x_next += sample
     return x_next
@@ -100,4 +100,4 @@ class EulerDiscreteScheduler(SigmaScheduler):
         pred_x0 = self._predict_x0(model_output, x, sigma_hat if eps else sigma)
         x_next = euler_step(x, pred_x0, sigma_hat, sigma_next)
         self._step_index = i + 1
-        return SchedulerOutput(x_next.astype(sample.dtype, copy=False), pred_x0.astype(sample.dtype, copy=False))
+        return SchedulerOutput.of(x_next, pred_x0, sample)

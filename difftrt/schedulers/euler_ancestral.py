@@ -70,4 +70,4 @@ class EulerAncestralDiscreteScheduler(SigmaScheduler):
         if sigma_up > 0.0:
             x_next += self._noise(sample, generator, variance_noise) * sigma_up
         self._step_index = i + 1
-        return SchedulerOutput(x_next.astype(sample.dtype, copy=False), pred_x0.astype(sample.dtype, copy=False))
+        return SchedulerOutput.of(x_next, pred_x0, sample)

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from difftrt.arrays import namespace
 from difftrt.schedulers.base import BaseConfig, SchedulerOutput
 from difftrt.schedulers.betas import TimestepSpacing
 from difftrt.schedulers.sigmas import SIGMA_GRID_RESTRICTED, SigmaGridOptions, SigmaScheduler
@@ -103,8 +104,8 @@ class HeunDiscreteScheduler(SigmaScheduler):
         sigma, sigma_next = float(self.sigmas[j]), float(self.sigmas[j + 1])
         pred_x0 = self._predict_x0(model_output, sample, sigma if first else sigma_next)
         if self.config.clip_sample:
-            pred_x0 = np.clip(pred_x0, -self.config.clip_sample_range, self.config.clip_sample_range)
-        derivative = np.subtract(sample, pred_x0)
+            pred_x0 = namespace(pred_x0).clip(pred_x0, -self.config.clip_sample_range, self.config.clip_sample_range)
+        derivative = sample - pred_x0
         derivative /= sigma if first else sigma_next
         if first:
             self.prev_derivative, self.dt, self.sample = derivative, sigma_next - sigma, sample
@@ -115,4 +116,4 @@ class HeunDiscreteScheduler(SigmaScheduler):
             x_next = heun_correct(self.sample, self.prev_derivative, derivative, self.dt)
             self.prev_derivative, self.dt, self.sample = None, None, None
         self._step_index = i + 1
-        return SchedulerOutput(x_next.astype(sample.dtype, copy=False), pred_x0.astype(sample.dtype, copy=False))
+        return SchedulerOutput.of(x_next, pred_x0, sample)

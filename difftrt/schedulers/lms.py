@@ -88,13 +88,13 @@ class LMSDiscreteScheduler(SigmaScheduler):
         i = self._index(timestep)
         sigma, sigma_next = float(self.sigmas[i]), float(self.sigmas[i + 1])
         pred_x0 = self._predict_x0(model_output, sample, sigma)
-        derivative = np.subtract(sample, pred_x0)
+        derivative = sample - pred_x0
         derivative /= sigma
         self.derivatives = push_history(self.derivatives, derivative, order)
         k = len(self.derivatives)
         coeffs = lms_coefficients(self.sigmas[i - k + 1 : i + 1][::-1].tolist(), sigma, sigma_next)
-        x_next = sample.copy()
+        x_next = sample + 0.0  # a new array, in sample's dtype
         for c, d in zip(coeffs.tolist(), reversed(self.derivatives)):  # Python floats keep float32 arrays float32
             x_next += c * d
         self._step_index = i + 1
-        return SchedulerOutput(x_next.astype(sample.dtype, copy=False), pred_x0.astype(sample.dtype, copy=False))
+        return SchedulerOutput.of(x_next, pred_x0, sample)

@@ -141,7 +141,7 @@ class PNDMScheduler(DiscreteScheduler):
         if self.counter == 0 and self._begin_index == 1:  # begun between the pair's entries: t_1 comes again
             x_prev, self.ets = sample, []
         self.counter += 1
-        return SchedulerOutput(x_prev.astype(sample.dtype, copy=False), pred_x0.astype(sample.dtype, copy=False))
+        return SchedulerOutput.of(x_prev, pred_x0, sample)
 
     def _prk(self, output: np.ndarray, t: int, sample: np.ndarray) -> tuple[np.ndarray, int, int, np.ndarray]:
         """Runge–Kutta stage ``counter % 4``: weights 1/6, 1/3, 1/3, 1/6; stages 2–3 probe half a stride down."""

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from difftrt.arrays import like
 from difftrt.errors import ConfigError, UsageError
 from difftrt.schedulers.base import BaseConfig, DiscreteScheduler, x0_from_sigma_output
 from difftrt.schedulers.betas import TimestepSpacing, make_sigma_timesteps
@@ -192,6 +193,6 @@ class SigmaScheduler(DiscreteScheduler):
 
         original_samples, noise: (B, ...); timesteps: one value or (B,). Returns (B, ...) in x_0's dtype.
         """
-        sigma = self._noise_sigmas(timesteps).astype(original_samples.dtype)
-        sigma = sigma.reshape(sigma.shape + (1,) * (original_samples.ndim - 1))
+        sigma = self._noise_sigmas(timesteps)
+        sigma = like(sigma.reshape(sigma.shape + (1,) * (original_samples.ndim - 1)), original_samples)
         return original_samples + noise * sigma
