@@ -1,7 +1,8 @@
 """Building blocks shared by the U-Net and the VAE (torch).
 
 Notation: x (B, C, H, W) feature maps; temb (B, D_t) timestep embedding; context (B, L, D_c) text states.
-Attention is written out (no fused kernels) so ONNX export is plain MatMul/Softmax and reads like the math.
+Attention is written out (no fused kernels) so ONNX export is plain MatMul/Softmax and reads like the math;
+the torch backend may switch it to the fused ``scaled_dot_product_attention`` (``Attention.fused``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class ResBlock(nn.Module):
 class Attention(nn.Module):
     """Multi-head attention: softmax(Q Kᵀ / √d) V over (B, N, C) queries and (B, M, C_ctx) keys/values."""
 
+    fused = False  # True: torch's scaled_dot_product_attention (flash / memory-efficient kernels), not for export
+
     def __init__(self, dim: int, heads: int, context_dim: int | None = None) -> None:
         super().__init__()
         if dim % heads:
@@ -61,6 +64,9 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
         context = x if context is None else context
         q, k, v = self._split(self.to_q(x)), self._split(self.to_k(context)), self._split(self.to_v(context))
+        if self.fused:
+            h = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            return self.to_out(h.transpose(1, 2).reshape(h.shape[0], h.shape[2], -1))
         scale = q.shape[-1] ** -0.5
         if q.dtype == torch.float32:
             scores = q @ k.transpose(-1, -2) * scale
