@@ -139,6 +139,13 @@ class ComponentSpec:
                     raise ShapeError(f"{self.name}: dimension {want} is {bound[want]} in one input and {got} in {t.name}")
         return bound
 
+    def output_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...] | None]:
+        """Each output's shape for these input ``shapes`` where the inputs bind all its named dimensions (``bind``),
+        else None (the VAE's image size is the latent size times a factor the spec does not state)."""
+        dims = self.bind(shapes)
+        return {t.name: tuple(dims[d] if isinstance(d, str) else int(d) for d in t.shape)
+                if all(d in dims for d in t.shape if isinstance(d, str)) else None for t in self.outputs}
+
     def out_of_range(self, dims: Mapping[str, int]) -> list[str]:
         """One phrase per dimension of ``dims`` outside its recorded range, e.g. "batch 40 (range 1-16)"."""
         return [f"{r.name} {dims[r.name]} (range {r.min}-{r.max})" for r in self.dim_ranges
