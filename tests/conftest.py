@@ -103,3 +103,31 @@ def psnr(a, b) -> float:
 
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+ENGINE_ARCHS = ("sm86", "sm89")  # TensorRT-RTX targets of the engines_dir fixture (built on CPU)
+
+
+@pytest.fixture(scope="session")
+def engines_dir(export_dir, tmp_path_factory) -> Path:
+    """Real TensorRT-RTX plans of the tiny export for two targets, built on CPU: ``--max-batch 2``."""
+    pytest.importorskip("tensorrt_rtx", reason="needs tensorrt-rtx: pip install 'difftrt[tensorrt-rtx]'")
+    from click.testing import CliRunner
+
+    from difftrt.cli import main
+
+    out = tmp_path_factory.mktemp("engines") / "tiny"
+    result = CliRunner().invoke(main, ["build", "--export", str(export_dir), "--out", str(out), "--arch", ENGINE_ARCHS[0],
+                                       "--arch", ENGINE_ARCHS[1], "--max-batch", "2"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """The GPU probe's answer on a machine without one (CI's), so these tests read the same on a GPU machine."""
+    import difftrt.trt.build
+    import difftrt.trt.gpu
+
+    monkeypatch.setattr(difftrt.trt.gpu, "local_arch", lambda: None)
+    monkeypatch.setattr(difftrt.trt.build, "local_arch", lambda: None)

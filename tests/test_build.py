@@ -3,6 +3,7 @@ and every check made before a plan may run."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 
@@ -12,19 +13,11 @@ from click.testing import CliRunner
 from difftrt.cli import main
 from difftrt.errors import ArtifactError, DependencyError
 
+from .conftest import ENGINE_ARCHS
+
 pytest.importorskip("tensorrt_rtx", reason="needs tensorrt-rtx: pip install 'difftrt[tensorrt-rtx]'")
 
-ARCHS = ("sm86", "sm89")
-
-
-@pytest.fixture
-def no_gpu(monkeypatch):
-    """The GPU probe's answer on a machine without one (CI's), so these tests read the same on a GPU machine."""
-    import difftrt.trt.build
-    import difftrt.trt.gpu
-
-    monkeypatch.setattr(difftrt.trt.gpu, "local_arch", lambda: None)
-    monkeypatch.setattr(difftrt.trt.build, "local_arch", lambda: None)
+ARCHS = ENGINE_ARCHS  # the targets of the engines_dir fixture (conftest, beside no_gpu)
 
 
 def run(*args):
@@ -38,15 +31,6 @@ def one_error(*args, code=None) -> str:
     assert lines[-1].startswith("error: ") and all(not ln.startswith("error") for ln in lines[:-1]), result.stderr
     assert "Traceback" not in result.output
     return lines[-1]
-
-
-@pytest.fixture(scope="session")
-def engines_dir(export_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("engines") / "tiny"
-    result = run("build", "--export", str(export_dir), "--out", str(out), "--arch", ARCHS[0], "--arch", ARCHS[1],
-                 "--max-batch", "2")
-    assert result.exit_code == 0, result.output
-    return out
 
 
 def manifest(folder):
@@ -232,7 +216,7 @@ def test_an_export_changed_since_the_build_is_refused(export_dir, engines_dir, t
 
 def test_the_gpu_checks_in_order(engines_dir):
     """On a GPU machine the same checks go on: another arch is refused with its --arch, a built one reaches the
-    runtime, which is the next issue's. (The local arch is this function's input, so both paths run here.)"""
+    runtime's last need, CuPy. (The local arch is this function's input, so every path runs here.)"""
     from difftrt.trt.engine_folder import check_runnable
     from difftrt.trt.shim import import_tensorrt
 
@@ -241,7 +225,10 @@ def test_the_gpu_checks_in_order(engines_dir):
         check_runnable(engines_dir, "sm80", import_tensorrt())
     with pytest.raises(ArtifactError, match="unet.sm86.plan holds plans for sm86, this GPU is sm89"):
         check_runnable(engines_dir / "unet.sm86.plan", "sm89", import_tensorrt())  # the plan named is what runs
-    with pytest.raises(DependencyError, match="the TensorRT runtime backend is not implemented yet"):
-        check_runnable(engines_dir, "sm89", import_tensorrt())
+    if importlib.util.find_spec("cupy") is None:
+        with pytest.raises(DependencyError, match="running TensorRT plans needs CuPy .*; pip install cupy-cuda1"):
+            check_runnable(engines_dir, "sm89", import_tensorrt())
+    else:
+        check_runnable(engines_dir, "sm89", import_tensorrt())  # everything holds: the runtime may open it
     with pytest.raises(DependencyError, match="running TensorRT plans needs tensorrt_rtx on a CUDA GPU machine"):
         check_runnable(engines_dir, "sm89", DependencyError("TensorRT is not installed"))

@@ -13,8 +13,8 @@ from the engine's array module ``xp``: NumPy for host backends; a backend that o
 device arrays; ``asarray`` brings a host array (or one of the engine's own) to it, so the sampling loop
 keeps its latents wherever the U-Net engine's arrays live (``difftrt.arrays``).
 
-The TensorRT backend (a later issue) maps onto the same five steps, as TensorRT's demo ``Engine`` does:
-``load``: ``trt.Runtime(logger).deserialize_cuda_engine(plan_bytes)``, then the declared I/O from
+The TensorRT backend (``difftrt.backends.tensorrt``) maps onto the same five steps, as TensorRT's demo
+``Engine`` does: ``load``: ``trt.Runtime(logger).deserialize_cuda_engine(plan_bytes)``, then the declared I/O from
 ``engine.num_io_tensors`` / ``get_tensor_name(i)`` / ``get_tensor_mode`` / ``get_tensor_dtype`` /
 ``get_tensor_shape``; ``activate``: ``create_execution_context()`` and a CUDA stream; ``allocate``:
 ``context.set_input_shape(name, shape)`` per input (ranges enforced: a plan holds only its profile), then

@@ -14,8 +14,9 @@ from difftrt.cli.common import engine_or_default, load_latents, progress_bar, sa
 
 @click.command()
 @click.option("--engine", type=click.Path(path_type=Path), default=None,
-              help="Export folder or one of its component files (unet/model.onnx). Default: the built-in default "
-                   "model (exported on first use).")
+              help="Export folder or one of its component files (unet/model.onnx), or an engine folder from `difftrt "
+                   "build` (engines/NAME) or one of its .plan files. Default: the built-in default model (exported on "
+                   "first use).")
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default=None,
               help="Backend. Default: chosen by the engine file (.onnx or an export folder: onnxruntime; .plan: tensorrt).")
 @click.option("--prompt", default="a large red circle on the left on a white background", show_default=True)
@@ -38,14 +39,18 @@ from difftrt.cli.common import engine_or_default, load_latents, progress_bar, sa
 @click.option("--strength", type=float, default=0.8, show_default=True,
               help="img2img: how much noise is added, in (0, 1]; runs about strength x steps steps.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("out.png"), show_default=True)
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="ONNX Runtime device.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="ONNX Runtime device (TensorRT plans always run on the local GPU).")
 @click.option("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default).")
+@click.option("--cuda-graph", is_flag=True, help="Replay CUDA graphs: TensorRT plans built with --static, or ONNX "
+              "Runtime's U-Net and text encoder with --device cuda (one image size per process).")
 @click.option("--verify", is_flag=True, help="Hash every file of the export before running (default: a quick "
               "size+mtime check that falls back to hashing when anything changed).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or messages.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def sample(engine, backend, prompt, negative_prompt, steps, guidance, seed, scheduler, eta, num_images, height, width,
-           latents_path, save_intermediates, init_image, strength, out, device, threads, verify, quiet, as_json) -> None:
+           latents_path, save_intermediates, init_image, strength, out, device, threads, cuda_graph, verify, quiet,
+           as_json) -> None:
     """Generate images from a prompt with an exported model (torch not needed).
 
     \b
@@ -70,7 +75,7 @@ def sample(engine, backend, prompt, negative_prompt, steps, guidance, seed, sche
         check_new_folder(save_intermediates, "--save-intermediates")
     pipe, artifact = load_pipeline(engine_or_default(engine, tell), device=device, threads=threads,
                                    img2img=init_image is not None, backend=backend,
-                                   verify=Verify.FULL if verify else Verify.QUICK)
+                                   verify=Verify.FULL if verify else Verify.QUICK, cuda_graph=cuda_graph)
     sched = from_config(artifact.scheduler_config, scheduler)
     _, _, h, w = pipe.latent_shape(request)
     if init_image is not None:

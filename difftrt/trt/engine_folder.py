@@ -6,20 +6,24 @@
                                  arch, precision, profile, flags, build time; file sizes and sha256s
     ENGINES/unet.sm86.plan ...   one plan per component and target
     ENGINES/tokenizer/           copied from the export: the folder samples on its own
+
+``check_runnable`` says whether a plan may run here; ``open_engine_folder`` then reads the folder as an export
+is read (an ``EngineArtifact``), its component files being the plans for the local GPU's arch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from difftrt.artifact import (MANIFEST, Artifact, Verify, hash_files, library_versions, load_manifest, verify_files,
                               write_stamp)
-from difftrt.config import read_json
+from difftrt.config import model_config_from_dict, read_json
 from difftrt.errors import ArtifactError, DependencyError, DifftrtError
-from difftrt.models.specs import ComponentSpec
+from difftrt.models.specs import COMPONENTS, ComponentSpec
 
 FORMAT = "difftrt-engines"
 FORMAT_VERSION = 1
@@ -92,16 +96,16 @@ def rebuild_command(manifest: dict[str, Any], folder: Path, add_arch: str | None
     return " ".join(parts)
 
 
-def check_runnable(engine: Path, local_arch: str | None, installed: Any = None, how: Verify = Verify.QUICK) -> None:
+def check_runnable(engine: Path, local_arch: str | None, installed: Any = None, how: Verify = Verify.QUICK) -> Verify:
     """Everything that must hold before a plan of ``engine`` may run here, each failure one line with the fix:
     a valid manifest and intact plans (``how``: the quick or the full check), the export unchanged since the
-    build (when it is still there), TensorRT of the same flavour and version, a CUDA GPU of the plan's target.
-    ``installed``: the ``TensorRT`` to compare, an exception from looking for it, or None to import the
-    manifest's flavour."""
+    build (when it is still there), TensorRT of the same flavour and version, a CUDA GPU of the plan's target,
+    CuPy. ``installed``: the ``TensorRT`` to compare, an exception from looking for it, or None to import the
+    manifest's flavour. Returns the file check that decided (``Verify``)."""
     engine = Path(engine)
     folder = resolve(engine)
     manifest = read_manifest(folder)
-    verify(folder, manifest, how)
+    checked = verify(folder, manifest, how)
     try:
         export, builder = manifest["export"], manifest["builder"]
         export_manifest = Path(export["folder"]) / MANIFEST
@@ -133,6 +137,61 @@ def check_runnable(engine: Path, local_arch: str | None, installed: Any = None, 
     if local_arch not in targets:
         raise ArtifactError(f"{engine} holds plans for {', '.join(targets)}, this GPU is {local_arch}; "
                             f"rebuild: {rebuild_command(manifest, folder, local_arch)}")
-    raise DependencyError("the plans fit this machine, but the TensorRT runtime backend is not implemented yet "
-                          f"(the GPU-runtime issue); sample the ONNX export meanwhile: difftrt sample --engine "
-                          f"{export['folder']}")
+    from difftrt.backends.cuda import import_cupy
+
+    import_cupy()  # the runtime's device arrays and streams; raises, naming the CuPy wheel to install
+    return checked
+
+
+@dataclass(frozen=True)
+class EngineArtifact(Artifact):
+    """An opened engine folder, read as an export is (``config``, ``specs``, ``scheduler_config``, ``tokenizer()``
+    from its manifest and tokenizer/ copy), whose component files are the plans built for ``arch``."""
+
+    arch: str = ""
+
+    def plan(self, component: str) -> dict[str, Any]:
+        """The manifest's entry for ``component``'s plan for ``arch`` (file, key, profile, ...)."""
+        entry = next((p for p in self.manifest["plans"] if p.get("component") == component and p.get("arch") == self.arch),
+                     None)
+        if entry is None:
+            raise ArtifactError(f"{self.folder} has no {component} plan for {self.arch}; rebuild: "
+                                f"{rebuild_command(self.manifest, self.folder, self.arch)}")
+        return entry
+
+    def path(self, component: str) -> Path:
+        return self.folder / str(self.plan(component)["file"])
+
+    @property
+    def flavour(self) -> str:
+        return str(self.manifest["builder"]["flavour"])
+
+    def rebuild(self) -> str:
+        return rebuild_command(self.manifest, self.folder)
+
+
+def open_engine_folder(engine: Path, arch: str, how: Verify = Verify.QUICK, needs: tuple[str, ...] = (),
+                       checked: Verify | None = None) -> EngineArtifact:
+    """The engine folder ``engine`` names (the folder or one of its plans) for running ``arch``'s plans; ``needs``:
+    the components that must have one. ``checked``: the file check ``check_runnable`` just made (then none is
+    repeated); else the files are verified here (``how``)."""
+    folder = resolve(engine)
+    manifest = read_manifest(folder)
+    verified = checked if checked is not None else verify(folder, manifest, how)
+    try:
+        config = model_config_from_dict(manifest["model_config"])
+        specs = {name: ComponentSpec.from_json(name, manifest["components"][name]) for name in COMPONENTS
+                 if name in manifest["components"]}
+        missing = [key for key in ("scheduler_config", "builder", "plans") if key not in manifest]
+    except (KeyError, TypeError, ValueError, AttributeError, DifftrtError) as exc:
+        raise ArtifactError(f"{folder / MANIFEST} is incomplete: {exc}") from None
+    if missing:
+        raise ArtifactError(f"{folder / MANIFEST} is incomplete: no {', '.join(missing)}")
+    if not (folder / "tokenizer").is_dir():
+        raise ArtifactError(f"{folder} has no tokenizer/ folder; rebuild: {rebuild_command(manifest, folder)}")
+    artifact = EngineArtifact(Path(folder), manifest, config, specs, verified, arch)
+    for name in needs:
+        if name not in specs:
+            raise ArtifactError(f"{folder} has no {name} component")
+        artifact.plan(name)
+    return artifact
