@@ -46,9 +46,11 @@ def load_checkpoint() -> Any:
     return checkpoint.load(BUNDLED)
 
 
-def ensure_exported(progress: Callable[[str], None] = lambda _: None) -> Path:
-    """Path of the default model's export folder, exporting it first if needed."""
-    export_dir = cache_dir() / f"{NAME}-{bundle_id()}-v{FORMAT_VERSION}"
+def ensure_exported(progress: Callable[[str], None] = lambda _: None, precision: str = "fp32") -> Path:
+    """Path of the default model's export folder (fp32, or ``precision`` "fp16": U-Net and text encoder in fp16,
+    a folder of its own), exporting it first if needed."""
+    suffix = "" if precision == "fp32" else f"-{precision}"
+    export_dir = cache_dir() / f"{NAME}-{bundle_id()}-v{FORMAT_VERSION}{suffix}"
     if (export_dir / MANIFEST).is_file():
         return export_dir
     try:
@@ -58,6 +60,10 @@ def ensure_exported(progress: Callable[[str], None] = lambda _: None) -> Path:
             f"the default model is not exported yet and exporting needs torch and onnx ({exc.name} is missing): "
             "pip install 'difftrt[export]', or pass --engine"
         ) from None
-    progress(f"exporting the bundled model {NAME} to {export_dir} (first use only)")
-    export_checkpoint(load_checkpoint(), export_dir, overwrite=True, source=SOURCE, progress=progress)
+    from difftrt.models.specs import Precision
+
+    low = Precision(precision)  # the VAE stays fp32, as `difftrt export --precision fp16` does
+    progress(f"exporting the bundled model {NAME} ({precision}) to {export_dir} (first use only)")
+    export_checkpoint(load_checkpoint(), export_dir, overwrite=True, source=SOURCE, progress=progress,
+                      precision={"text_encoder": low, "unet": low})
     return export_dir

@@ -1,55 +1,74 @@
-"""End-to-end pipeline benchmark: every stage timed inside real sampling runs, after warm-up."""
+"""End-to-end pipeline benchmark: every stage timed inside real sampling runs, after warm-up.
+
+Several pipelines are timed round-robin (one run of each in turn), so a drift of the machine's speed over
+the run touches every contender alike instead of favouring whichever ran first.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from difftrt.bench.timing import TimedEngine, TimedScheduler, stats
-from difftrt.pipeline import SampleRequest, Text2ImagePipeline
+from difftrt.pipeline import SampleRequest, SampleResult, Text2ImagePipeline
 
 STAGES = ("text_encoder", "unet", "unet_call", "vae_decoder", "scheduler", "total")
 
 
-def bench_pipeline(pipe: Text2ImagePipeline, make_scheduler: Callable[[], Any], request: SampleRequest,
-                   runs: int, warmup: int) -> dict[str, Any]:
-    """Time ``runs`` full samples (after ``warmup`` untimed ones); returns per-stage stats and the last latents.
+class StageTimer:
+    """One pipeline with timed engines and scheduler; ``run`` samples once and returns each stage's seconds."""
 
-    Stages per run: text_encoder (all prompt encodings), unet (all steps), unet_call (each call), vae_decoder,
-    scheduler (all ``step`` calls), total (wall time of the whole sample).
-    """
-    timed = {name: TimedEngine(engine) for name, engine in pipe.engines.items()}
-    timed_pipe = Text2ImagePipeline(timed, pipe.tokenizer, pipe.config)
-    per_run: dict[str, list[float]] = {s: [] for s in STAGES}
-    latents = None
-    for i in range(warmup + runs):
-        for engine in timed.values():
+    def __init__(self, pipe: Text2ImagePipeline) -> None:
+        self.engines = {name: TimedEngine(engine) for name, engine in pipe.engines.items()}
+        self.pipe = Text2ImagePipeline(self.engines, pipe.tokenizer, pipe.config)
+
+    def run(self, make_scheduler: Callable[[], Any], request: SampleRequest) -> tuple[dict[str, list[float]], SampleResult]:
+        for engine in self.engines.values():
             engine.calls.clear()
         scheduler = TimedScheduler(make_scheduler())
         start = time.perf_counter()
-        result = timed_pipe(request, scheduler)
+        result = self.pipe(request, scheduler)
         total = time.perf_counter() - start
-        if i < warmup:
-            continue
-        latents = result.latents
-        per_run["text_encoder"].append(sum(timed["text_encoder"].calls))
-        per_run["unet"].append(sum(timed["unet"].calls))
-        per_run["unet_call"].extend(timed["unet"].calls)
-        per_run["vae_decoder"].append(sum(timed["vae_decoder"].calls))
-        per_run["scheduler"].append(sum(scheduler.calls))
-        per_run["total"].append(total)
-    table = {stage: stats(values) for stage, values in per_run.items()}
-    table["images_per_s"] = request.num_images / (table["total"]["median_ms"] / 1e3)
-    return {"stages": table, "latents": latents}
+        calls = {name: list(engine.calls) for name, engine in self.engines.items()}
+        return {"text_encoder": [sum(calls["text_encoder"])], "unet": [sum(calls["unet"])], "unet_call": calls["unet"],
+                "vae_decoder": [sum(calls["vae_decoder"])], "scheduler": [sum(scheduler.calls)],
+                "total": [total]}, result
 
 
-def ratio(numerator: dict[str, Any], denominator: dict[str, Any]) -> dict[str, float]:
-    """Per-stage ratio of medians (e.g. torch / ORT: > 1 means ORT is faster)."""
-    return {s: numerator["stages"][s]["median_ms"] / denominator["stages"][s]["median_ms"] for s in STAGES}
+def bench_round_robin(pipes: Mapping[str, Text2ImagePipeline], make_scheduler: Callable[[], Any],
+                      request: SampleRequest, runs: int, warmup: int,
+                      progress: Callable[[str], None] = lambda _: None) -> dict[str, dict[str, Any]]:
+    """For each pipeline: per-stage stats, every raw sample (ms), images/s, U-Net steps/s and the last result."""
+    timers = {name: StageTimer(pipe) for name, pipe in pipes.items()}
+    for name, timer in timers.items():
+        for _ in range(warmup):
+            timer.run(make_scheduler, request)
+    raw: dict[str, dict[str, list[float]]] = {name: {s: [] for s in STAGES} for name in timers}
+    last: dict[str, SampleResult] = {}
+    for i in range(runs):
+        progress(f"run {i + 1}/{runs}")
+        for name, timer in timers.items():
+            seconds, last[name] = timer.run(make_scheduler, request)
+            for stage, values in seconds.items():
+                raw[name][stage].extend(values)
+    out = {}
+    for name in timers:
+        table = {stage: stats(values) for stage, values in raw[name].items()}
+        out[name] = {"stages": table, "raw_ms": {s: [v * 1e3 for v in vs] for s, vs in raw[name].items()},
+                     "images_per_s": request.num_images / (table["total"]["median_ms"] / 1e3),
+                     "unet_steps_per_s": len(raw[name]["unet_call"]) / runs / (table["unet"]["median_ms"] / 1e3),
+                     "result": last[name]}
+    return out
 
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a.astype(np.float64) - b)))
+
+
+def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR of two uint8 images in dB (inf when identical)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * float(np.log10(255.0**2 / mse))

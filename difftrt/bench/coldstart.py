@@ -1,0 +1,99 @@
+"""Cold start: process start to PNG, in fresh processes, and each process's own peak memory.
+
+    python -m difftrt.bench.coldstart REPORT.json sample --engine EXPORT --out x.png -q   # difftrt's CLI
+    python -m difftrt.bench.coldstart REPORT.json --torch CKPT|default STEPS OUT.png     # the same model in torch
+
+The child runs the command, then writes its peak RSS and whether torch was imported to REPORT.json; the
+parent times the whole process (interpreter start included).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from difftrt.bench.timing import stats
+
+
+def _torch_sample(ckpt: str, steps: int, out: Path, prompt: str) -> None:
+    """The model in torch eager fp32 through the same pipeline: what a user without difftrt's export would run."""
+    from difftrt import default_model
+    from difftrt.backends.torch_ref import torch_engines
+    from difftrt.images import save_png
+    from difftrt.models import checkpoint
+    from difftrt.pipeline import SampleRequest, Text2ImagePipeline
+    from difftrt.schedulers import from_config
+
+    ckpt_obj = default_model.load_checkpoint() if ckpt == "default" else checkpoint.load(Path(ckpt))
+    pipe = Text2ImagePipeline(torch_engines(ckpt_obj), ckpt_obj.tokenizer, ckpt_obj.config)
+    save_png(pipe(SampleRequest(prompt, steps=steps), from_config(ckpt_obj.scheduler_config)).images, out)
+
+
+def child(argv: list[str]) -> int:
+    report, args = Path(argv[0]), argv[1:]
+    if args[0] == "--torch":
+        _torch_sample(args[1], int(args[2]), Path(args[3]), args[4])
+    else:
+        from difftrt.cli import main
+
+        code = main(args, standalone_mode=False)
+        if code:
+            return int(code)
+    report.write_text(json.dumps({"peak_rss_mib": own_peak_rss_mib(), "torch_imported": "torch" in sys.modules}),
+                      encoding="utf-8")
+    return 0
+
+
+def own_peak_rss_mib() -> float:
+    """This process's peak RSS since its exec: Linux's VmHWM (``ru_maxrss`` would carry the forking parent's
+    peak over the exec), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(name: str, args: list[str], runs: int, folder: Path) -> dict[str, Any]:
+    """``runs`` fresh processes of ``args`` (after the module's own argv): wall time, peak RSS, torch or not."""
+    seconds, reports = [], []
+    for i in range(runs):
+        report = folder / f"{name.replace(' ', '_')}-{i}.json"
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "difftrt.bench.coldstart", str(report), *args],
+                              capture_output=True, text=True, timeout=600)
+        seconds.append(time.perf_counter() - start)
+        if done.returncode != 0 or not report.is_file():
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            return {"name": name, "ran": False, "reason": f"exit {done.returncode}: {last[:300]}"}
+        reports.append(json.loads(report.read_text()))
+    return {"name": name, "ran": True, "runs": runs, "seconds_stats": stats(seconds),
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in reports), "torch_imported": reports[0]["torch_imported"]}
+
+
+def cold_starts(engine: Path, torch_source: str | None, steps: int, prompt: str, runs: int,
+                folder: Path) -> dict[str, Any]:
+    """difftrt sample (torch-free) against the same model in torch; the diffusers row waits for an SD folder."""
+    rows = [measure("difftrt sample (onnxruntime)", ["sample", "--engine", str(engine), "--steps", str(steps),
+                                                     "--prompt", prompt, "--out", str(folder / "ort.png"), "-q"],
+                    runs, folder)]
+    if torch_source is None:
+        rows.append({"name": "torch eager fp32", "ran": False, "reason": "torch is not installed"})
+    else:
+        rows.append(measure("torch eager fp32", ["--torch", torch_source, str(steps), str(folder / "torch.png"), prompt],
+                            runs, folder))
+    rows.append({"name": "diffusers pipeline", "ran": False,
+                 "reason": "the model is not a diffusers Stable Diffusion folder (difftrt's own format)"})
+    return {"steps": steps, "rows": rows}
+
+
+if __name__ == "__main__":
+    sys.exit(child(sys.argv[1:]))
