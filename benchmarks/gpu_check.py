@@ -37,8 +37,8 @@ from difftrt.offline import apply_offline_defaults  # noqa: E402
 apply_offline_defaults()
 
 from difftrt.arrays import namespace, to_host  # noqa: E402
-from difftrt.bench.device import (device_record, peak_mib, reset_peak, strict_fp32, synchronizer,  # noqa: E402
-                                  time_calls, torch_variants)
+from difftrt.bench.device import (allocated_mib, device_record, peak_mib, reset_peak, strict_fp32,  # noqa: E402
+                                  synchronizer, time_calls, torch_variants)
 
 PROMPT = "a large red circle on the left on a white background"
 
@@ -63,25 +63,32 @@ class Budget:
 
 
 def pipeline_rows(label: str, engines: dict[str, Any], tokenizer: Any, cfg: Any, scheduler_config: dict,
-                  request: Any, device: str, runs: int, reference: np.ndarray | None) -> dict[str, Any]:
-    """End-to-end and per-module numbers of one variant through difftrt's pipeline."""
+                  request: Any, device: str, runs: int, reference: Any | None) -> dict[str, Any]:
+    """End-to-end and per-module numbers of one variant through difftrt's pipeline; ``reference``: the reference
+    row's ``SampleResult`` (PSNR of the image, relative error of the final latents)."""
     from difftrt.pipeline import Text2ImagePipeline
     from difftrt.schedulers import from_config
 
     sync = synchronizer(device)
     reset_peak(device)
+    baseline = allocated_mib(device)  # what earlier rows (and the original weights) still hold
     pipe = Text2ImagePipeline(engines, tokenizer, cfg)
     first = pipe(request, from_config(scheduler_config, "ddim"))  # warm-up: allocation, capture, compile
     e2e = time_calls(lambda: pipe(request, from_config(scheduler_config, "ddim")), runs, 0, sync)
     result = pipe(request, from_config(scheduler_config, "ddim"))
-    row: dict[str, Any] = {"variant": label, "end_to_end": e2e, "peak_gpu_mib": peak_mib(device),
+    peak = peak_mib(device)
+    row: dict[str, Any] = {"variant": label, "end_to_end": e2e, "peak_gpu_mib": peak,
+                           "peak_gpu_mib_above_baseline": None if peak is None else round(peak - baseline, 1),
                            "finite": bool(np.isfinite(result.latents).all()),
                            "deterministic": bool(np.array_equal(first.images, result.images)),
-                           "steps_per_s": request.steps / (e2e["median_ms"] / 1e3)}
+                           "images_per_s": request.num_images / (e2e["median_ms"] / 1e3)}
     if reference is not None:
-        row["psnr_db_vs_reference"] = psnr(result.images, reference)
+        row["psnr_db_vs_reference"] = psnr(result.images, reference.images)
+        scale = float(np.abs(reference.latents).max())
+        row["latents_rel_err_vs_reference"] = float(np.abs(result.latents - reference.latents).max()) / scale
     row["modules"] = module_latency(pipe, request, runs, sync)
-    row["image"] = result.images
+    row["unet_steps_per_s"] = 1e3 / row["modules"]["unet_guided_call"]["median_ms"]
+    row["result"] = result
     return row
 
 
@@ -107,13 +114,17 @@ def bundled(args: argparse.Namespace, budget: Budget) -> dict[str, Any]:
     request = SampleRequest(PROMPT, steps=args.steps, guidance=5.0, seed=0)
     cpu_ref = pipeline_rows("torch fp32 CPU (reference)", torch_engines(ckpt), ckpt.tokenizer, ckpt.config,
                             ckpt.scheduler_config, request, "cpu", max(1, args.runs // 2), None)
-    rows, reference = [cpu_ref], cpu_ref["image"]
-    for label, options, resident in torch_variants(args.device, args.compile):
-        rows.append(guarded(label, budget, lambda o=options, r=resident, lab=label: pipeline_rows(
-            lab, torch_engines(ckpt, args.device, options=o, resident=r), ckpt.tokenizer, ckpt.config,
-            ckpt.scheduler_config, request, args.device, args.runs, reference)))
+    rows, reference = [cpu_ref], cpu_ref["result"]
+    strict_fp32(True)  # fp32 rows are fp32: no TF32 convolutions
+    try:
+        for label, options, resident in torch_variants(args.device, args.compile):
+            rows.append(guarded(label, budget, lambda o=options, r=resident, lab=label: pipeline_rows(
+                lab, torch_engines(ckpt, args.device, options=o, resident=r), ckpt.tokenizer, ckpt.config,
+                ckpt.scheduler_config, request, args.device, args.runs, reference)))
+    finally:
+        strict_fp32(False)
     return {"model": "shapes64 (bundled)", "request": {"steps": args.steps, "guidance": 5.0, "size": 64,
-                                                       "scheduler": "ddim"}, "rows": rows}
+                                                       "scheduler": "ddim", "fp32": "strict (TF32 off)"}, "rows": rows}
 
 
 def scheduler_loop(args: argparse.Namespace, budget: Budget) -> dict[str, Any]:
@@ -166,8 +177,6 @@ def scheduler_loop(args: argparse.Namespace, budget: Budget) -> dict[str, Any]:
 
 
 def sd15(args: argparse.Namespace, budget: Budget) -> dict[str, Any]:
-    import copy
-
     import torch
 
     from difftrt.backends.torch_ref import TorchEngine
@@ -190,16 +199,16 @@ def sd15(args: argparse.Namespace, budget: Budget) -> dict[str, Any]:
         reference = pipeline_rows("torch fp32 strict (reference)", {n: TorchEngine(m, specs[n], args.device,
                                   resident=True) for n, m in modules.items()}, tokenizer, cfg, arch.scheduler,
                                   request, args.device, max(1, args.runs // 2), None)
-        cpu_check = unet_on_cpu(modules["unet"], specs["unet"], args.device, copy)
+        cpu_check = unet_on_cpu(modules["unet"], specs["unet"], args.device)
     finally:
         strict_fp32(False)
     rows = [reference]
-    for label, options, resident in torch_variants(args.device, args.compile):
-        if "host loop" in label or options.dtype == "float32" and not options.autocast and not options.channels_last:
+    for label, options, resident in torch_variants(args.device, args.compile, own_attention=False):
+        if not resident or options.dtype == "float32" and not options.autocast and not options.channels_last:
             continue  # the strict fp32 reference stands for plain fp32
         rows.append(guarded(label, budget, lambda o=options, r=resident, lab=label: pipeline_rows(
             lab, {n: TorchEngine(m, specs[n], args.device, o, r) for n, m in modules.items()}, tokenizer, cfg,
-            arch.scheduler, request, args.device, args.runs, reference["image"])))
+            arch.scheduler, request, args.device, args.runs, reference["result"])))
     modules.clear()  # free the GPU copies before the next section
     torch.cuda.empty_cache() if args.device.startswith("cuda") else None
     return {"model": f"{arch.name} random weights (diffusers UNet2DConditionModel, AutoencoderKL; transformers "
@@ -208,8 +217,10 @@ def sd15(args: argparse.Namespace, budget: Budget) -> dict[str, Any]:
             "build_s": built_s, "cpu_fp32_check": cpu_check, "rows": rows}
 
 
-def unet_on_cpu(unet: Any, spec: Any, device: str, copy: Any) -> dict[str, Any]:
+def unet_on_cpu(unet: Any, spec: Any, device: str) -> dict[str, Any]:
     """One U-Net call in fp32 on the CPU against the same call on the run's device (strict fp32 there)."""
+    import copy
+
     from difftrt.backends.torch_ref import TorchEngine
 
     feeds = spec.sample_inputs(spec.profile("opt"), 0)
@@ -273,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=25, help="denoising steps, bundled model")
     parser.add_argument("--sd-steps", type=int, default=25, help="denoising steps, SD-1.5 architecture")
     parser.add_argument("--compile", action="store_true", help="add torch.compile rows (minutes of compiling)")
-    parser.add_argument("--budget-s", type=float, default=420.0, help="stop starting new rows after this long")
+    parser.add_argument("--budget-s", type=float, default=330.0, help="stop starting new rows after this long")
     parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset of " + ",".join(SECTIONS))
     parser.add_argument("--commit", default="unknown", help="the git commit the tree is at (the tree has no .git)")
     args = parser.parse_args(argv)
@@ -291,13 +302,14 @@ def main(argv: list[str] | None = None) -> int:
         result["section_s"] = round(time.perf_counter() - start, 1)
         record["sections"][name] = result
         print(f"{name}: {result['section_s']} s{' (error)' if 'error' in result else ''}", flush=True)
-    write(record, args.out)
+        write(record, args.out)  # after every section: a run cut short keeps what it measured
     return 0
 
 
 def strip_images(value: Any) -> Any:
+    """The record without the ``SampleResult`` objects kept for comparisons."""
     if isinstance(value, dict):
-        return {k: strip_images(v) for k, v in value.items() if k != "image"}
+        return {k: strip_images(v) for k, v in value.items() if k != "result"}
     if isinstance(value, list):
         return [strip_images(v) for v in value]
     return value

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from difftrt.arrays import cast, namespace
+from difftrt.arrays import cast, namespace, to_host
 from difftrt.backends.base import Engine
 from difftrt.errors import ArtifactError
 
@@ -44,7 +44,7 @@ class Adapter:
 class UNetAdapter(Adapter):
     def __call__(self, x_t: Any, t: Any, context: Any) -> Any:
         """The model output at timestep ``t`` (one value for every row, or one per row)."""
-        timestep = np.asarray(t, dtype=self.spec.inputs[1].dtype)  # host: a scalar or (B,) per call
+        timestep = np.asarray(to_host(t), dtype=self.spec.inputs[1].dtype)  # host: a scalar or (B,) per call
         if timestep.size == 1:
             timestep = np.full((x_t.shape[0],), timestep.reshape(()), dtype=timestep.dtype)
         return super().__call__(x_t, timestep, context)

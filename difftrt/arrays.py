@@ -1,5 +1,7 @@
 """The array module of the arrays at hand, so that the schedulers and the sampling loop run wherever the
-latents live: NumPy on the host, CuPy (or torch) on a GPU, without a copy per step.
+latents live: NumPy on the host, CuPy (or torch) on a GPU, without a latent-sized copy per step. What still
+crosses each step is small: the (B,) timestep the U-Net adapter hands its engine, and on stochastic steps
+the host-drawn noise; engines with their own stream (TensorRT, ONNX Runtime) also wait for it per call.
 
 Everything the loop does to an array goes through ``namespace(x)``, the Array API standard namespace of
 ``x`` (``array_api_compat``: NumPy, CuPy, torch; any library that implements the standard, such as
@@ -31,8 +33,9 @@ def is_host(x: Any) -> bool:
 
 
 def to_host(x: Any) -> np.ndarray:
-    """``x`` as a NumPy array: a device-to-host copy for CuPy and CUDA torch, no copy for host arrays."""
-    if is_host(x):
+    """``x`` as a NumPy array: a device-to-host copy for CuPy and CUDA torch, no copy for host arrays; Python
+    scalars and sequences become arrays."""
+    if is_host(x) or isinstance(x, (int, float, list, tuple)):
         return np.asarray(x)
     from array_api_compat import is_cupy_array, is_torch_array
 

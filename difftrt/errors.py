@@ -35,6 +35,12 @@ class EngineError(DifftrtError):
     """A backend failed while running a component (out of memory, a kernel error...)."""
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception from a library (its type's name when it has no message), for one-line errors."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
 class DependencyError(DifftrtError):
     """An optional dependency (torch, onnx, tensorrt...) is needed for this operation but is missing."""
 

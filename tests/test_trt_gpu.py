@@ -28,15 +28,20 @@ def build(export, out, *options):
 
 
 @pytest.fixture(scope="module")
-def gpu_engines(export_fp16_dir, tmp_path_factory):
+def gpu_engines(request, tmp_path_factory):
     """fp16 plans of the tiny export for this GPU: dynamic (--max-batch 2) and static (1 image at 16 px)."""
     pytest.importorskip("cupy", reason="needs CuPy: pip install cupy-cuda12x (or cupy-cuda13x)")
+    from difftrt.errors import DependencyError
     from difftrt.trt.gpu import local_arch
     from difftrt.trt.shim import import_tensorrt
 
-    built_with, arch = import_tensorrt(), local_arch()
+    try:  # before the fp16 export is made: without TensorRT there is nothing to build it for
+        built_with, arch = import_tensorrt(), local_arch()
+    except DependencyError as exc:
+        pytest.skip(str(exc))
     if built_with.builds_for_any_arch and arch not in built_with.arch_choices():
         pytest.skip(f"{built_with.flavour} {built_with.version} cannot target this GPU ({arch}); install full TensorRT")
+    export_fp16_dir = request.getfixturevalue("export_fp16_dir")
     root = tmp_path_factory.mktemp("gpu-engines")
     return (build(export_fp16_dir, root / "dynamic", "--max-batch", "2"),
             build(export_fp16_dir, root / "static", "--static", "--max-batch", "1", "--sizes", "16"))

@@ -19,7 +19,7 @@ from difftrt.artifact import Verify, open_artifact
 from difftrt.backends.base import Stage, check_engine_matches
 from difftrt.cli import main
 from difftrt.errors import ArtifactError, DependencyError, EngineError, ShapeError, UsageError
-from difftrt.trt.binding import (DTYPES, buffer_plan, check_profiles_match, choose_profile, declared_io, dtype_name,
+from difftrt.trt.binding import (DTYPES, buffer_plan, check_profiles_match, choose_profile, declared_io, trt_dtype_name,
                                  engine_profiles, manifest_profiles)
 from difftrt.trt.engine_folder import check_runnable, open_engine_folder
 
@@ -62,11 +62,11 @@ def test_every_tensorrt_datatype_has_a_numpy_name_that_agrees_with_tensorrts_own
         except TypeError:
             numpy_type = None
         if numpy_type is not None:
-            assert dtype_name(member) == np.dtype(numpy_type).name, name
-    assert [dtype_name(trt.DataType.__members__[m]) for m in ("FLOAT", "HALF", "BF16", "INT32", "INT64", "BOOL")] == [
+            assert trt_dtype_name(member) == np.dtype(numpy_type).name, name
+    assert [trt_dtype_name(trt.DataType.__members__[m]) for m in ("FLOAT", "HALF", "BF16", "INT32", "INT64", "BOOL")] == [
         "float32", "float16", "bfloat16", "int32", "int64", "bool"]
     with pytest.raises(ArtifactError, match="TensorRT type COMPLEX, which difftrt does not map"):
-        dtype_name(types.SimpleNamespace(name="COMPLEX"))
+        trt_dtype_name(types.SimpleNamespace(name="COMPLEX"))
 
 
 # -- declared I/O: what TensorRT's parser makes of the exported ONNX, read through the ICudaEngine methods ----

@@ -20,7 +20,7 @@ The TensorRT backend (``difftrt.backends.tensorrt``) maps onto the same five ste
 ``context.set_input_shape(name, shape)`` per input (ranges enforced: a plan holds only its profile), then
 one device buffer per tensor sized from ``context.get_tensor_shape(name)`` and ``set_tensor_address``;
 ``infer``: copy feeds into the input buffers, ``execute_async_v3(stream)`` (or replay a captured CUDA
-graph for static shapes) and return the output buffers.
+graph for static shapes) and return copies of the output buffers.
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ class Engine(ABC):
         self.shapes, self.stage = shapes, Stage.ALLOCATED
 
     def infer(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        """Run once on ``feeds`` (name -> array of the allocated shape and the spec's dtype)."""
+        """Run once on ``feeds`` (name -> array of the allocated shape and the spec's dtype). The outputs belong to
+        the caller: a backend that reuses buffers returns copies (multistep schedulers keep outputs across steps)."""
         if self.stage < Stage.ALLOCATED:
             raise RuntimeError(f"{self.name}: infer before allocate")
         for t in self.spec.inputs:

@@ -37,6 +37,13 @@ def install_hint(major: int | None = None) -> str:
     return f"pip install {WHEELS[12]} or {WHEELS[13]}, matching the CUDA driver (nvidia-smi shows its CUDA version)"
 
 
+def cupy_available() -> bool:
+    """True when ``import cupy`` would find the package (it is not imported here)."""
+    import importlib.util
+
+    return importlib.util.find_spec("cupy") is not None
+
+
 def import_cupy(purpose: str = "running TensorRT plans") -> ModuleType:
     """The ``cupy`` module; a one-line ``DependencyError`` naming ``purpose`` and the wheel to install when it
     does not import."""

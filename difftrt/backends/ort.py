@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from difftrt.backends.base import Engine, TensorInfo
-from difftrt.errors import ArtifactError, DependencyError, EngineError, UsageError
+from difftrt.errors import ArtifactError, DependencyError, EngineError, UsageError, first_line
 from difftrt.models.specs import ComponentSpec
 from difftrt.offline import apply_offline_defaults
 
@@ -92,6 +92,7 @@ class OrtEngine(Engine):
         self._binding: Any = None
         self._buffers: dict[str, Any] = {}
         self._captured: dict[str, tuple[int, ...]] | None = None  # the shapes a CUDA graph was captured for
+        self._graph_on = False  # cuda_graph and this component's output shapes are known (set at load)
         if io_binding and device == "cuda":
             from difftrt.backends.cuda import import_cupy
 
@@ -107,13 +108,12 @@ class OrtEngine(Engine):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = self.threads
         options.log_severity_level = 3
-        graph = self.cuda_graph and all(s is not None for s in self._known_outputs({}).values())
-        providers: list[Any] = [(provider, {"enable_cuda_graph": "1"}) if graph else provider]
+        self._graph_on = self.cuda_graph and all(s is not None for s in self._known_outputs({}).values())
+        providers: list[Any] = [(provider, {"enable_cuda_graph": "1"}) if self._graph_on else provider]
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/NoSuchFile types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ArtifactError(f"cannot load ONNX file {self.path}: {first[:300]}") from None
+            raise ArtifactError(f"cannot load ONNX file {self.path}: {first_line(exc)}") from None
         if self.session.get_providers()[0] != provider:  # ORT falls back to CPU silently when CUDA cannot load
             raise DependencyError(f"{provider} is installed but could not load (ONNX Runtime fell back to "
                                   f"{self.session.get_providers()[0]}); check that the CUDA and cuDNN versions "
@@ -153,15 +153,16 @@ class OrtEngine(Engine):
             buffers[t.name] = xp.empty(known[t.name], dtype=t.dtype)
             binding.bind_output(t.name, device, 0, np.dtype(t.dtype), list(known[t.name]), _address(buffers[t.name]))
         self._binding, self._buffers = binding, buffers
-        if self.cuda_graph:
+        if self._graph_on:
             self._captured = shapes
 
     def _run(self, binding: Any, shapes: Any) -> None:
-        try:
+        try:  # ORT's Run(IOBinding) does not wait for the inputs' writers nor make the outputs' readers wait
+            binding.synchronize_inputs()
             self.session.run_with_iobinding(binding)
+            binding.synchronize_outputs()
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise EngineError(f"{self.name}: ONNX Runtime failed on {dict(shapes)}: {first[:300]}") from None
+            raise EngineError(f"{self.name}: ONNX Runtime failed on {dict(shapes)}: {first_line(exc)}") from None
 
     def _infer(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         if self._binding is not None:
@@ -173,8 +174,7 @@ class OrtEngine(Engine):
         try:
             return dict(zip(names, self.session.run(names, {n: feeds[n] for n in self.spec.input_names})))
         except Exception as exc:  # ORT's own Fail/RuntimeException types (e.g. out of memory at a large size)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise EngineError(f"{self.name}: ONNX Runtime failed on {dict(self.shapes)}: {first[:300]}") from None
+            raise EngineError(f"{self.name}: ONNX Runtime failed on {dict(self.shapes)}: {first_line(exc)}") from None
 
     def _close(self) -> None:
         self.session, self._binding, self._buffers, self._captured = None, None, {}, None

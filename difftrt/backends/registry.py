@@ -8,12 +8,14 @@ The torch reference backend is not selected here: it runs a checkpoint, not an e
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from difftrt.artifact import Artifact, Verify
 from difftrt.backends.base import Engine
 from difftrt.errors import ArtifactError, UsageError
 
+log = logging.getLogger(__name__)
 BACKENDS = ("onnxruntime", "tensorrt")
 SUFFIXES = {".onnx": "onnxruntime", ".plan": "tensorrt"}
 
@@ -84,10 +86,16 @@ def open_engines(artifact: Artifact, components: tuple[str, ...], backend: str, 
         raise UsageError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
     from difftrt.backends.ort import OrtEngine
 
+    from difftrt.backends.cuda import cupy_available
+
+    bind = device == "cuda" and cupy_available()  # device buffers: the loop stays on the GPU
+    if device == "cuda" and not bind:
+        log.warning("CuPy is not installed: ONNX Runtime CUDA runs with host copies every call (pip install "
+                    "cupy-cuda12x or cupy-cuda13x for device-resident sampling)")
     engines: dict[str, Engine] = {}
-    for name in components:  # on CUDA the buffers are bound on the device, so the loop stays there
+    for name in components:
         engine = OrtEngine(artifact.path(name), artifact.specs[name], device=device, threads=threads,
-                           io_binding=device == "cuda", cuda_graph=cuda_graph)
+                           io_binding=bind, cuda_graph=cuda_graph)
         _start(engines, name, engine)
     return engines
 

@@ -25,18 +25,13 @@ import numpy as np
 
 from difftrt.backends.base import Engine, Stage, TensorInfo, check_engine_matches
 from difftrt.backends.cuda import import_cupy
-from difftrt.errors import ArtifactError, DifftrtError, EngineError, ShapeError
+from difftrt.errors import ArtifactError, DifftrtError, EngineError, ShapeError, first_line
 from difftrt.models.specs import ComponentSpec
 from difftrt.trt.binding import (Profile, buffer_plan, check_profiles_match, choose_profile, declared_io,
                                  engine_profiles)
 from difftrt.trt.shim import TensorRT, import_tensorrt
 
 log = logging.getLogger(__name__)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 def recording_logger(t: Any) -> Any:
@@ -108,7 +103,7 @@ class TrtEngine(Engine):
         try:
             engine = self.runtime.deserialize_cuda_engine(data)
         except (RuntimeError, TypeError, ValueError) as exc:
-            engine, self.logger.errors = None, [*self.logger.errors, _first_line(exc)]
+            engine, self.logger.errors = None, [*self.logger.errors, first_line(exc)]
         if engine is None:
             why = self.logger.errors[0][:240] if self.logger.errors else "no reason given"
             raise EngineError(f"{self.path}: {trt.flavour} {trt.version} cannot deserialise it ({why}); if it was built "
@@ -139,7 +134,7 @@ class TrtEngine(Engine):
         except DifftrtError:
             raise
         except Exception as exc:  # CuPy's CUDARuntimeError, TensorRT's RuntimeError
-            raise EngineError(f"{self.name}: cannot activate {self.path} on the GPU: {_first_line(exc)}") from None
+            raise EngineError(f"{self.name}: cannot activate {self.path} on the GPU: {first_line(exc)}") from None
 
     def _new_context(self) -> Any:
         t = self.trt.module if self.trt else None
@@ -170,7 +165,7 @@ class TrtEngine(Engine):
             refused = [name for name in self.spec.input_names if not context.set_input_shape(name, shapes[name])]
             outputs = {name: tuple(context.get_tensor_shape(name)) for name in self.spec.output_names}
         except Exception as exc:  # TensorRT's bindings raise RuntimeError/TypeError on a bad shape
-            raise EngineError(f"{self.name}: TensorRT cannot take the shapes {shapes}: {_first_line(exc)}") from None
+            raise EngineError(f"{self.name}: TensorRT cannot take the shapes {shapes}: {first_line(exc)}") from None
         if refused:
             raise ShapeError(f"{self.name}: TensorRT refused input {refused[0]} of shape {shapes[refused[0]]} for profile "
                              f"{index} of {self.path}{self.logger.last()}; rebuild the plans to hold it: {self.rebuild}")
@@ -180,7 +175,7 @@ class TrtEngine(Engine):
             bound = all(context.set_tensor_address(name, buffer.data.ptr) for name, buffer in buffers.items())
         except Exception as exc:  # cupy.cuda.memory.OutOfMemoryError, CUDARuntimeError
             raise EngineError(f"{self.name}: cannot allocate {sum(b.nbytes for b in plan) / 2**20:.1f} MiB of device "
-                              f"buffers for {shapes}: {_first_line(exc)}") from None
+                              f"buffers for {shapes}: {first_line(exc)}") from None
         if not bound:
             raise EngineError(f"{self.name}: TensorRT refused a device buffer address for {self.path}{self.logger.last()}")
         self.context, self.buffers = context, buffers
@@ -214,7 +209,7 @@ class TrtEngine(Engine):
         except DifftrtError:
             raise
         except Exception as exc:  # CuPy's CUDARuntimeError (e.g. an illegal address), out of memory
-            raise EngineError(f"{self.name}: TensorRT failed on {dict(self.shapes)}: {_first_line(exc)}") from None
+            raise EngineError(f"{self.name}: TensorRT failed on {dict(self.shapes)}: {first_line(exc)}") from None
         return outputs
 
     def _execute(self) -> None:
@@ -245,7 +240,7 @@ class TrtEngine(Engine):
                 raise RuntimeError("execute_async_v3 returned False during capture")
             return graph
         except Exception as exc:  # CuPy's CUDARuntimeError (capture invalidated), TensorRT's refusal
-            log.warning("%s: CUDA graph capture failed (%s); running without it", self.name, _first_line(exc))
+            log.warning("%s: CUDA graph capture failed (%s); running without it", self.name, first_line(exc))
             return None
 
     # -- close --------------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Two roles. With the default ``TorchOptions`` it is the fp32 eager reference ever
 against. With options it is the strongest torch a user would run, the honest baseline of ``difftrt bench``
 and the GPU fallback: fp16/bf16 weights, bf16 autocast on CPU, channels_last, fused SDPA attention,
 ``torch.compile`` and CUDA-graph replay. ``resident=True`` takes and returns torch tensors on the engine's
-device, so the sampling loop runs there (``difftrt.arrays``) with no host copy per step.
+device, so the sampling loop runs there (``difftrt.arrays``) with no latent-sized host copy per step (the
+(B,) timestep is still uploaded each call, a small copy that waits for the device).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class TorchOptions:
     """How the torch backend runs a component: the knobs a user tunes torch with (diffusers' and
     stable-fast's list). The default is the fp32 eager reference."""
 
-    dtype: str = "float32"  # compute dtype: float32, float16 (CUDA), bfloat16
+    dtype: str = "float32"  # compute dtype: float32, float16 (fast on CUDA; slow but correct on CPU), bfloat16
     autocast: bool = False  # keep fp32 weights and run under torch.autocast(dtype) instead of casting them
     channels_last: bool = False  # NHWC memory format for the weights and 4-D inputs
     fused_attention: bool = False  # F.scaled_dot_product_attention instead of the written-out softmax(QKᵀ/√d)V
@@ -63,9 +64,11 @@ class TorchOptions:
 
 
 def prepared(module: nn.Module, options: TorchOptions, device: str) -> nn.Module:
-    """A copy of ``module`` set up as ``options`` say (the original is untouched when anything changes)."""
-    if options == TorchOptions():
-        return module.to(device).eval()
+    """``module`` set up as ``options`` say on ``device``: itself for the defaults on its own device, else a
+    copy (the caller's module is never moved or changed)."""
+    here, there = next(module.parameters(), torch.empty(0)).device, torch.device(device)
+    if options == TorchOptions() and here.type == there.type and there.index in (None, here.index):
+        return module.eval()
     module = copy.deepcopy(module).to(device).eval()
     if options.dtype != "float32" and not options.autocast:
         module = module.to(DTYPES[options.dtype])

@@ -1,10 +1,9 @@
 """Cold start: process start to PNG, in fresh processes, and each process's own peak memory.
 
-    python -m difftrt.bench.coldstart REPORT.json sample --engine EXPORT --out x.png -q   # difftrt's CLI
-    python -m difftrt.bench.coldstart REPORT.json --torch CKPT|default STEPS OUT.png     # the same model in torch
-
-The child runs the command, then writes its peak RSS and whether torch was imported to REPORT.json; the
-parent times the whole process (interpreter start included).
+The difftrt path runs the real entry point (``python -m difftrt sample ...``); the torch path runs the same
+model in torch eager through the same pipeline (``python -m difftrt.bench.coldstart REPORT --torch ...``).
+Each child writes its peak RSS and whether torch was imported to a report file as it exits; the parent
+times the whole process, interpreter start included.
 """
 
 from __future__ import annotations
@@ -34,19 +33,24 @@ def _torch_sample(ckpt: str, steps: int, out: Path, prompt: str) -> None:
     save_png(pipe(SampleRequest(prompt, steps=steps), from_config(ckpt_obj.scheduler_config)).images, out)
 
 
-def child(argv: list[str]) -> int:
-    report, args = Path(argv[0]), argv[1:]
-    if args[0] == "--torch":
-        _torch_sample(args[1], int(args[2]), Path(args[3]), args[4])
-    else:
-        from difftrt.cli import main
+def report_at_exit(report: Path) -> None:
+    """At interpreter exit, write this process's peak RSS and whether torch was imported to ``report``."""
+    import atexit
 
-        code = main(args, standalone_mode=False)
-        if code:
-            return int(code)
-    report.write_text(json.dumps({"peak_rss_mib": own_peak_rss_mib(), "torch_imported": "torch" in sys.modules}),
-                      encoding="utf-8")
-    return 0
+    atexit.register(lambda: Path(report).write_text(json.dumps(
+        {"peak_rss_mib": own_peak_rss_mib(), "torch_imported": "torch" in sys.modules}), encoding="utf-8"))
+
+
+def cli_child(report: Path, args: list[str]) -> list[str]:
+    """The command line of a fresh ``python -m difftrt ARGS`` that reports at exit."""
+    code = ("import runpy, sys; from difftrt.bench.coldstart import report_at_exit; "
+            f"report_at_exit({str(report)!r}); sys.argv = ['difftrt', *{args!r}]; "
+            "runpy.run_module('difftrt', run_name='__main__', alter_sys=True)")
+    return [sys.executable, "-c", code]
+
+
+def torch_child(report: Path, args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "difftrt.bench.coldstart", str(report), *args]
 
 
 def own_peak_rss_mib() -> float:
@@ -62,14 +66,13 @@ def own_peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(name: str, args: list[str], runs: int, folder: Path) -> dict[str, Any]:
-    """``runs`` fresh processes of ``args`` (after the module's own argv): wall time, peak RSS, torch or not."""
+def measure(name: str, command: Any, args: list[str], runs: int, folder: Path) -> dict[str, Any]:
+    """``runs`` fresh processes of ``command(report, args)``: wall time, peak RSS, torch or not."""
     seconds, reports = [], []
     for i in range(runs):
         report = folder / f"{name.replace(' ', '_')}-{i}.json"
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "difftrt.bench.coldstart", str(report), *args],
-                              capture_output=True, text=True, timeout=600)
+        done = subprocess.run(command(report, args), capture_output=True, text=True, timeout=600)
         seconds.append(time.perf_counter() - start)
         if done.returncode != 0 or not report.is_file():
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -82,18 +85,19 @@ def measure(name: str, args: list[str], runs: int, folder: Path) -> dict[str, An
 def cold_starts(engine: Path, torch_source: str | None, steps: int, prompt: str, runs: int,
                 folder: Path) -> dict[str, Any]:
     """difftrt sample (torch-free) against the same model in torch; the diffusers row waits for an SD folder."""
-    rows = [measure("difftrt sample (onnxruntime)", ["sample", "--engine", str(engine), "--steps", str(steps),
-                                                     "--prompt", prompt, "--out", str(folder / "ort.png"), "-q"],
-                    runs, folder)]
+    rows = [measure("difftrt sample (onnxruntime)", cli_child, ["sample", "--engine", str(engine), "--steps",
+                                                                str(steps), "--prompt", prompt, "--out",
+                                                                str(folder / "ort.png"), "-q"], runs, folder)]
     if torch_source is None:
         rows.append({"name": "torch eager fp32", "ran": False, "reason": "torch is not installed"})
     else:
-        rows.append(measure("torch eager fp32", ["--torch", torch_source, str(steps), str(folder / "torch.png"), prompt],
-                            runs, folder))
+        rows.append(measure("torch eager fp32", torch_child, ["--torch", torch_source, str(steps),
+                                                              str(folder / "torch.png"), prompt], runs, folder))
     rows.append({"name": "diffusers pipeline", "ran": False,
                  "reason": "the model is not a diffusers Stable Diffusion folder (difftrt's own format)"})
     return {"steps": steps, "rows": rows}
 
 
-if __name__ == "__main__":
-    sys.exit(child(sys.argv[1:]))
+if __name__ == "__main__":  # the torch child: REPORT --torch CKPT|default STEPS OUT.png PROMPT
+    report_at_exit(Path(sys.argv[1]))
+    _torch_sample(sys.argv[3], int(sys.argv[4]), Path(sys.argv[5]), sys.argv[6])

@@ -79,6 +79,15 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+def allocated_mib(device: str) -> float | None:
+    """What torch holds on the GPU now (None on CPU)."""
+    if device.startswith("cuda"):
+        import torch
+
+        return round(torch.cuda.memory_allocated() / 2**20, 1)
+    return None
+
+
 def peak_mib(device: str) -> float | None:
     """Peak memory torch allocated on the GPU since ``reset_peak`` (None on CPU, where RSS is process-wide)."""
     if device.startswith("cuda"):
@@ -96,20 +105,22 @@ def strict_fp32(on: bool) -> None:
     torch.backends.cudnn.allow_tf32 = not on
 
 
-def torch_variants(device: str, compile_: bool) -> list[tuple[str, TorchOptions, bool]]:
-    """(label, options, resident) from the reference to the strongest torch on ``device``."""
+def variant_label(options: TorchOptions, resident: bool) -> str:
+    """``options.label()``, plus where the loop runs when it is on the host."""
+    return options.label() + ("" if resident else ", host loop")
+
+
+def torch_variants(device: str, compile_: bool, own_attention: bool = True) -> list[tuple[str, TorchOptions, bool]]:
+    """(label, options, resident) from the reference to the strongest torch on ``device``. ``own_attention``: the
+    modules use difftrt's ``Attention`` (the bundled model), so ``fused_attention`` switches it to SDPA; diffusers'
+    modules already use SDPA, and the option (which would change nothing) is left out of their rows."""
     if device.startswith("cuda"):
-        fast = dict(dtype="float16", fused_attention=True, channels_last=True)
-        rows = [("torch fp32, host loop", TorchOptions(), False), ("torch fp32", TorchOptions(), True),
-                ("torch fp16", TorchOptions(dtype="float16"), True),
-                ("torch fp16 +sdpa +channels_last", TorchOptions(**fast), True),
-                ("torch fp16 +sdpa +channels_last +cuda_graph", TorchOptions(**fast, cuda_graph=True), True)]
-        if compile_:
-            rows.append(("torch fp16 +sdpa +channels_last +compile", TorchOptions(**fast, compile="default"), True))
-        return rows
-    rows = [("torch fp32, host loop", TorchOptions(), False), ("torch fp32", TorchOptions(), True),
-            ("torch bf16 autocast", TorchOptions(dtype="bfloat16", autocast=True), True),
-            ("torch fp32 +channels_last +sdpa", TorchOptions(channels_last=True, fused_attention=True), True)]
-    if compile_:
-        rows.append(("torch fp32 +compile", TorchOptions(compile="default"), True))
-    return rows
+        fast = dict(dtype="float16", fused_attention=own_attention, channels_last=True)
+        rows = [(TorchOptions(), False), (TorchOptions(), True), (TorchOptions(dtype="float16"), True),
+                (TorchOptions(**fast), True), (TorchOptions(**fast, cuda_graph=True), True)]
+        rows += [(TorchOptions(**fast, compile="default"), True)] if compile_ else []
+    else:
+        rows = [(TorchOptions(), False), (TorchOptions(), True), (TorchOptions(dtype="bfloat16", autocast=True), True),
+                (TorchOptions(channels_last=True, fused_attention=own_attention), True)]
+        rows += [(TorchOptions(compile="default"), True)] if compile_ else []
+    return [(variant_label(o, r), o, r) for o, r in rows]

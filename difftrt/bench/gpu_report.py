@@ -23,18 +23,22 @@ def _device_line(env: dict[str, Any]) -> str:
 def _pipeline_table(section: dict[str, Any]) -> list[str]:
     req = section.get("request", {})
     lines = [f"Model: {section.get('model')}; request: {req}", "",
-             "| variant | end to end ms, median (p10–p90) | steps/s | text encoder ms | U-Net guided call ms "
-             "| VAE decode ms | peak GPU MiB | PSNR dB vs reference | finite |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| variant | end to end ms, median (p10–p90) | images/s | U-Net steps/s | text encoder ms | U-Net guided "
+             "call ms | VAE decode ms | peak GPU MiB (above what earlier rows hold) | PSNR dB vs reference | "
+             "latents rel. err. | finite |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in section.get("rows", []):
         if "error" in row:
-            lines.append(f"| {row['variant']} | not run: {row['error']} |  |  |  |  |  |  |  |")
+            lines.append(f"| {row['variant']} | not run: {row['error']} |" + " |" * 9)
             continue
         m = row.get("modules", {})
-        psnr = row.get("psnr_db_vs_reference")
-        lines.append(f"| {row['variant']} | {_ms(row['end_to_end'])} | {row['steps_per_s']:.1f} | "
-                     f"{_ms(m.get('text_encoder'))} | {_ms(m.get('unet_guided_call'))} | {_ms(m.get('vae_decoder'))} | "
-                     f"{row.get('peak_gpu_mib') or '—'} | {'reference' if psnr is None else f'{psnr:.1f}'} | "
+        psnr, rel = row.get("psnr_db_vs_reference"), row.get("latents_rel_err_vs_reference")
+        peak = row.get("peak_gpu_mib")
+        peak_text = "—" if peak is None else f"{peak} ({row.get('peak_gpu_mib_above_baseline')})"
+        lines.append(f"| {row['variant']} | {_ms(row['end_to_end'])} | {row['images_per_s']:.2f} | "
+                     f"{row['unet_steps_per_s']:.1f} | {_ms(m.get('text_encoder'))} | {_ms(m.get('unet_guided_call'))} | "
+                     f"{_ms(m.get('vae_decoder'))} | "
+                     f"{peak_text} | "
+                     f"{'reference' if psnr is None else f'{psnr:.1f}'} | {'—' if rel is None else f'{rel:.1e}'} | "
                      f"{row['finite']} |")
     return lines
 

@@ -33,7 +33,7 @@ ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int32": 4, "int64": 8, "
 Shape = tuple[int, ...]
 
 
-def dtype_name(dtype: Any) -> str:
+def trt_dtype_name(dtype: Any) -> str:
     """A TensorRT ``DataType`` (e.g. ``DataType.HALF``) as its NumPy dtype name ("float16")."""
     member = getattr(dtype, "name", str(dtype).rpartition(".")[2])
     if member not in DTYPES:
@@ -48,7 +48,7 @@ def declared_io(trt: Any, engine: Any) -> tuple[tuple[TensorInfo, ...], tuple[Te
         name = engine.get_tensor_name(i)
         mode = engine.get_tensor_mode(name)
         shape = tuple(None if int(d) < 0 else int(d) for d in engine.get_tensor_shape(name))
-        info = TensorInfo(name, dtype_name(engine.get_tensor_dtype(name)), shape)
+        info = TensorInfo(name, trt_dtype_name(engine.get_tensor_dtype(name)), shape)
         if mode == trt.TensorIOMode.INPUT:
             inputs.append(info)
         elif mode == trt.TensorIOMode.OUTPUT:
