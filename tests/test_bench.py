@@ -131,3 +131,21 @@ def test_bench_bad_compare_file(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps({"backends": {}}))
     result = CliRunner().invoke(main, ["bench", "--compare", str(tmp_path / "old.json"), str(tmp_path / "old.json")])
     assert result.exit_code == 1 and result.output.count("\n") == 1 and "schema version 2" in result.output
+
+
+def test_a_failing_backend_leaves_the_race_with_its_reason(export_dir):
+    """A backend that raises mid-bench (here: a U-Net engine given the VAE decoder's file, refused at load) gets
+    its reason; the others are still timed."""
+    from difftrt.backends.ort import OrtEngine
+    from difftrt.bench.e2e import bench_round_robin
+    from difftrt.pipeline import SampleRequest, Text2ImagePipeline
+    from difftrt.runtime import load_pipeline
+    from difftrt.schedulers import from_config
+
+    pipe, artifact = load_pipeline(export_dir)
+    engines = {**pipe.engines, "unet": OrtEngine(artifact.path("vae_decoder"), artifact.specs["unet"])}
+    broken = Text2ImagePipeline(engines, pipe.tokenizer, pipe.config)
+    out = bench_round_robin({"good": pipe, "broken": broken}, lambda: from_config(artifact.scheduler_config),
+                            SampleRequest("a red circle", steps=2), runs=2, warmup=1)
+    assert out["broken"]["error"].startswith("failed: ArtifactError") and "not the unet" in out["broken"]["error"]
+    assert len(out["good"]["raw_ms"]["total"]) == 2

@@ -100,7 +100,10 @@ class TorchEngine(Engine):
 
     def _load(self) -> None:
         self.module = prepared(self.module, self.options, self.device)
-        self.runner = torch.compile(self.module, mode=self.options.compile) if self.options.compile else self.module
+        # dynamic=False: one specialised graph per input shape (inductor's dynamic-shape path failed here on a
+        # new latent size; a sampler sees few distinct shapes)
+        self.runner = (torch.compile(self.module, mode=self.options.compile, dynamic=False) if self.options.compile
+                       else self.module)
 
     def declared_io(self) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
         """A module declares nothing: its ``forward`` takes the spec's inputs in order (``component_modules``),

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from difftrt.bench.timing import TimedEngine, TimedScheduler, stats
+from difftrt.errors import first_line
 from difftrt.pipeline import SampleRequest, SampleResult, Text2ImagePipeline
 
 STAGES = ("text_encoder", "unet", "unet_call", "vae_decoder", "scheduler", "total")
@@ -41,21 +42,34 @@ class StageTimer:
 def bench_round_robin(pipes: Mapping[str, Text2ImagePipeline], make_scheduler: Callable[[], Any],
                       request: SampleRequest, runs: int, warmup: int,
                       progress: Callable[[str], None] = lambda _: None) -> dict[str, dict[str, Any]]:
-    """For each pipeline: per-stage stats, every raw sample (ms), images/s, U-Net steps/s and the last result."""
+    """For each pipeline: per-stage stats, every raw sample (ms), images/s, U-Net steps/s and the last result;
+    or {"error": reason} for one that raised."""
     timers = {name: StageTimer(pipe) for name, pipe in pipes.items()}
-    for name, timer in timers.items():
+    failed: dict[str, str] = {}
+
+    def attempt(name: str) -> tuple[dict[str, list[float]], SampleResult] | None:
+        """One run; a backend that fails (a compiler error, out of memory) leaves the race with its reason."""
+        try:
+            return timers[name].run(make_scheduler, request)
+        except Exception as exc:  # any library's error: recorded, the other backends go on
+            failed[name] = f"failed: {type(exc).__name__}: {first_line(exc)}"
+            return None
+
+    for name in list(timers):
         for _ in range(warmup):
-            timer.run(make_scheduler, request)
+            if name not in failed:
+                attempt(name)
     raw: dict[str, dict[str, list[float]]] = {name: {s: [] for s in STAGES} for name in timers}
     last: dict[str, SampleResult] = {}
     for i in range(runs):
         progress(f"run {i + 1}/{runs}")
-        for name, timer in timers.items():
-            seconds, last[name] = timer.run(make_scheduler, request)
-            for stage, values in seconds.items():
-                raw[name][stage].extend(values)
-    out = {}
-    for name in timers:
+        for name in timers:
+            if name not in failed and (done := attempt(name)) is not None:
+                seconds, last[name] = done
+                for stage, values in seconds.items():
+                    raw[name][stage].extend(values)
+    out: dict[str, dict[str, Any]] = {name: {"error": reason} for name, reason in failed.items()}
+    for name in (n for n in timers if n not in failed):
         table = {stage: stats(values) for stage, values in raw[name].items()}
         out[name] = {"stages": table, "raw_ms": {s: [v * 1e3 for v in vs] for s, vs in raw[name].items()},
                      "images_per_s": request.num_images / (table["total"]["median_ms"] / 1e3),

@@ -37,8 +37,8 @@ def plot_record(result: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8)
     ax.invert_yaxis()
     for ax, axis in zip(axes[0][1:], axes_names):
-        points = [p for p in sweeps["points"] if p["axis"] == axis]
         for name in sweeps["backends"]:
+            points = [p for p in sweeps["points"] if p["axis"] == axis and name in p["total"]]  # failed points left out
             ax.errorbar([p["value"] for p in points], [p["total"][name]["median_ms"] for p in points],
                         yerr=[[p["total"][name]["median_ms"] - p["total"][name]["p10_ms"] for p in points],
                               [p["total"][name]["p90_ms"] - p["total"][name]["median_ms"] for p in points]],

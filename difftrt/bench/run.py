@@ -71,8 +71,8 @@ def row_of(contender: Contender, measured: dict[str, Any] | None, reference: dic
            threads: dict[str, Any], roof: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"name": contender.name, "kind": contender.kind, "precision": contender.precision,
                            "note": contender.note}
-    if measured is None:
-        return {**row, "ran": False, "reason": contender.reason}
+    if measured is None or "error" in measured:
+        return {**row, "ran": False, "reason": contender.reason if measured is None else measured["error"]}
     result = measured["result"]
     row.update(ran=True, threads=threads[contender.kind], stages=measured["stages"], raw_ms=measured["raw_ms"],
                images_per_s=measured["images_per_s"], unet_steps_per_s=measured["unet_steps_per_s"],
@@ -148,7 +148,8 @@ def run_bench(engine: Path, request: SampleRequest, runs: int, warmup: int, thre
     measured = bench_round_robin(pipes, make_scheduler, request, runs, warmup, progress)
     progress("counting U-Net FLOPs and measuring the matmul peak")
     roof = roofline(artifact, pipe, request, flags)
-    reference = measured.get(REFERENCE) or measured.get("onnxruntime fp32")
+    usable = {name: m for name, m in measured.items() if "error" not in m}
+    reference = usable.get(REFERENCE) or usable.get("onnxruntime fp32")
     rows = [row_of(c, measured.get(c.name), reference, used, roof) for c in contenders]
     if eval_prompts:
         prompt_fidelity(rows, pipes, make_scheduler, request, eval_prompts, progress)

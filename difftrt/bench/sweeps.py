@@ -28,6 +28,8 @@ def run_sweeps(pipes: dict[str, Any], make_scheduler: Callable[[], Any], points:
     for axis, value, request in points:
         progress(f"sweep {axis}={value}")
         measured = bench_round_robin(pipes, make_scheduler, request, runs, 1)
-        out.append({"axis": axis, "value": value, "total": {n: m["stages"]["total"] for n, m in measured.items()},
-                    "unet_call": {n: m["stages"]["unet_call"] for n, m in measured.items()}})
+        ok = {n: m for n, m in measured.items() if "error" not in m}
+        out.append({"axis": axis, "value": value, "total": {n: m["stages"]["total"] for n, m in ok.items()},
+                    "unet_call": {n: m["stages"]["unet_call"] for n, m in ok.items()},
+                    "failed": {n: m["error"] for n, m in measured.items() if "error" in m}})
     return {"backends": list(pipes), "runs": runs, "points": out}
