@@ -32,7 +32,7 @@ from difftrt.config import ModelConfig, model_config_from_dict, read_json
 from difftrt.errors import ArtifactError, DifftrtError, OutputError
 from difftrt.fileio import sha256_file, write_bytes_atomic
 from difftrt.models.specs import COMPONENTS, ComponentSpec
-from difftrt.models.tokenizer import Tokenizer
+from difftrt.models.tokenizer_protocol import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,9 @@ class Artifact:
     def path(self, component: str) -> Path:
         return self.folder / self.manifest["components"][component]["file"]
 
-    def tokenizer(self) -> Tokenizer:
-        return Tokenizer.load(self.folder / "tokenizer")
+    def tokenizer(self) -> Any:
+        """The export's tokenizer (difftrt's word-level one, or CLIP's BPE for Stable Diffusion weights)."""
+        return load_tokenizer(self.folder / "tokenizer")
 
 
 def resolve_folder(engine: Path, component: str = "unet") -> Path:

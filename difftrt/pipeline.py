@@ -18,7 +18,7 @@ from difftrt.arrays import like, namespace, to_host
 from difftrt.backends.base import Engine
 from difftrt.config import ModelConfig
 from difftrt.errors import UsageError
-from difftrt.models.tokenizer import Encoding, Tokenizer
+from difftrt.models.tokenizer import Encoding
 from difftrt.sampling import StepCallback, denoise_loop, unet_denoiser
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class SampleResult:
     latents: np.ndarray  # (N, C, h, w) float32 final latents (unscaled)
     truncated: bool  # the prompt was longer than the tokenizer's max_length
     unknown_words: tuple[str, ...]
+    dropped: str = ""  # what truncation cut off the prompt
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -82,7 +83,8 @@ def img2img_start(steps: int, strength: float, order: int) -> int:
 class Text2ImagePipeline:
     """Holds the engines (behind their adapters); ``__call__`` turns a ``SampleRequest`` into images."""
 
-    def __init__(self, engines: dict[str, Engine], tokenizer: Tokenizer, config: ModelConfig) -> None:
+    def __init__(self, engines: dict[str, Engine], tokenizer: Any, config: ModelConfig) -> None:
+        """``tokenizer``: anything with ``encode(prompts) -> Encoding`` and ``max_length`` (``load_tokenizer``)."""
         self.engines, self.tokenizer, self.config = engines, tokenizer, config
         self.components = adapt(engines)
 
@@ -157,4 +159,5 @@ class Text2ImagePipeline:
         step_kwargs = {"eta": req.eta} if req.eta else {}  # schedulers without η refuse a non-zero one
         latents = denoise_loop(scheduler, denoise, x, timesteps, rng, step_kwargs, callback)
         images = to_uint8(to_host(self.decode(latents)))
-        return SampleResult(images, to_host(latents), encoding.truncated[0], encoding.unknown_words)
+        dropped = encoding.dropped[0] if encoding.dropped else ""
+        return SampleResult(images, to_host(latents), encoding.truncated[0], encoding.unknown_words, dropped)

@@ -151,3 +151,12 @@ def test_output_file_has_normal_permissions(export_dir, tmp_path):
     mask = os.umask(0o022)
     os.umask(mask)
     assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~mask
+
+
+def test_an_overlong_prompt_warns_naming_the_dropped_words(export_dir, tmp_path):
+    words = ["red", "circle", "on", "the", "left"] * 4  # 20 words; the tiny model keeps max_length - 2 = 14
+    result = run("sample", "--engine", str(export_dir), "--steps", "2", "--prompt", " ".join(words),
+                 "--out", str(tmp_path / "x.png"))
+    assert result.exit_code == 0, result.output
+    dropped = " ".join(words[TINY.text_encoder.max_length - 2:])
+    assert f"warning: prompt truncated to {TINY.text_encoder.max_length} tokens; dropped: {dropped!r}" in result.output

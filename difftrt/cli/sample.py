@@ -93,7 +93,7 @@ def sample(engine, backend, prompt, negative_prompt, steps, guidance, seed, sche
         result = pipe(request, sched, callback=on_step)
     elapsed = time.perf_counter() - start
     if result.truncated:
-        tell(f"warning: prompt truncated to {pipe.tokenizer.max_length} tokens")
+        tell(f"warning: prompt truncated to {pipe.tokenizer.max_length} tokens; dropped: {result.dropped!r}")
     if result.unknown_words:
         tell(f"warning: words not in the vocabulary: {', '.join(result.unknown_words)}")
     if recorder:

@@ -38,6 +38,7 @@ class Encoding:
     ids: np.ndarray
     truncated: tuple[bool, ...]
     unknown_words: tuple[str, ...]
+    dropped: tuple[str, ...] = ()  # per prompt, the text truncation cut off ("" when nothing was)
 
 
 class Tokenizer:
@@ -66,17 +67,18 @@ class Tokenizer:
         return _PIECE.findall(text.lower())
 
     def encode(self, prompts: list[str]) -> Encoding:
-        rows, truncated, unknown = [], [], []
+        rows, truncated, unknown, dropped = [], [], [], []
         for prompt in prompts:
             pieces = self.split(prompt)
             unknown += [p for p in pieces if p not in self._ids]
             ids = [self._ids.get(p, UNK) for p in pieces]
             room = self.max_length - 2
             truncated.append(len(ids) > room)
+            dropped.append(" ".join(pieces[room:]))
             ids = [BOS] + ids[:room] + [EOS]
             rows.append(ids + [PAD] * (self.max_length - len(ids)))
         return Encoding(np.asarray(rows, dtype=np.int64).reshape(len(prompts), self.max_length),
-                        tuple(truncated), tuple(dict.fromkeys(unknown)))
+                        tuple(truncated), tuple(dict.fromkeys(unknown)), tuple(dropped))
 
     def config(self) -> dict:
         return {"max_length": self.max_length, "lowercase": True, "pattern": _PIECE.pattern,
@@ -89,6 +91,7 @@ class Tokenizer:
 
     @classmethod
     def load(cls, folder: Path) -> "Tokenizer":
+        """difftrt's own word-level tokenizer from ``folder`` (``tokenizer_protocol.load_tokenizer`` picks the kind)."""
         config = read_json(folder / "tokenizer_config.json")
         try:
             vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
@@ -99,3 +102,4 @@ class Tokenizer:
         if not isinstance(vocab, list) or not all(isinstance(w, str) for w in vocab):
             raise ConfigError(f"tokenizer vocabulary {folder / 'vocab.json'} must be a JSON list of strings")
         return cls(vocab, int(config.get("max_length", 16)))
+
