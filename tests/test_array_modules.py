@@ -47,6 +47,7 @@ CONFIGS = {  # name -> (scheduler, config overrides): the defaults plus the bran
     "dpm++2m": ("dpm++2m", {}), "dpm++2m-sde": ("dpm++2m", {"algorithm_type": "sde-dpmsolver++"}),
     "dpm++3m": ("dpm++2m", {"solver_order": 3}),
     "lms": ("lms", {}), "pndm": ("pndm", {}), "pndm-prk": ("pndm", {"skip_prk_steps": False}), "heun": ("heun", {}),
+    "unipc": ("unipc", {}), "unipc-bh1-3": ("unipc", {"solver_type": "bh1", "solver_order": 3}),
 }
 SD_BETAS = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "steps_offset": 1}
 

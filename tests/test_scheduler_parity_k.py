@@ -39,8 +39,9 @@ THEIRS = {  # our short name -> diffusers class name
     "ddim": "DDIMScheduler", "ddpm": "DDPMScheduler", "euler": "EulerDiscreteScheduler",
     "euler-a": "EulerAncestralDiscreteScheduler", "dpm++2m": "DPMSolverMultistepScheduler",
     "lms": "LMSDiscreteScheduler", "pndm": "PNDMScheduler", "heun": "HeunDiscreteScheduler",
+    "unipc": "UniPCMultistepScheduler",
 }  # fmt: skip
-SIGMA_FAMILY = ["euler", "euler-a", "dpm++2m", "lms", "heun"]
+SIGMA_FAMILY = ["euler", "euler-a", "dpm++2m", "lms", "heun", "unipc"]
 THRESHOLDING = {"thresholding": True, "dynamic_thresholding_ratio": 0.9, "sample_max_value": 3.0}
 # Each scheduler's boolean options: the option dict each column sets when its bit is 1 (DDIM_ROWS' columns).
 BOOLEAN_OPTIONS = {
@@ -52,6 +53,8 @@ BOOLEAN_OPTIONS = {
     "dpm++2m": [{"use_karras_sigmas": True}, {"final_sigmas_type": "sigma_min"}, {"rescale_betas_zero_snr": True},
                 {"steps_offset": 1}, {"lower_order_final": False}, THRESHOLDING, {"solver_type": "heun"}],
     "pndm": [{"skip_prk_steps": True}, {"set_alpha_to_one": True}, {"steps_offset": 1}],
+    "unipc": [{"use_karras_sigmas": True}, {"final_sigmas_type": "sigma_min"}, {"rescale_betas_zero_snr": True},
+              {"steps_offset": 1}, {"lower_order_final": False}, THRESHOLDING, {"solver_type": "bh1"}],
 }  # fmt: skip
 STEP_OPTIONS = {"s_churn", "trained_betas"}  # handled by the test, not config keys
 UNSUPPORTED_BY_DIFFUSERS = {("euler-a", "sample"), ("pndm", "sample")}
@@ -121,7 +124,8 @@ def run_loop(ours, theirs, timesteps, x: np.ndarray, stochastic: bool, tol: dict
         assert out_ours.prev_sample.dtype == np.float32 and out_ours.prev_sample.shape == SHAPE
         assert_close(out_ours.prev_sample, out_theirs.prev_sample.numpy(), tol, f"prev_sample at {where}")
         x0_theirs = getattr(out_theirs, "pred_original_sample", None)
-        if x0_theirs is None and isinstance(theirs, diffusers.DPMSolverMultistepScheduler):
+        if x0_theirs is None and isinstance(theirs, (diffusers.DPMSolverMultistepScheduler,
+                                                     diffusers.UniPCMultistepScheduler)):
             x0_theirs = theirs.model_outputs[-1]  # diffusers keeps x̂_0 there instead
         if x0_theirs is not None:
             assert_close(out_ours.pred_original_sample, x0_theirs.numpy(), tol, f"pred_original_sample at {where}")
@@ -147,12 +151,19 @@ def test_loop_matches_diffusers(short, beta_schedule, prediction, spacing, row):
         config["trained_betas"] = from_config(config, "ddpm").betas.tolist()
     if step_kwargs:
         step_kwargs.update(s_tmin=0.5, s_tmax=50.0)
+    tol = COSINE_TOL if beta_schedule == "squaredcos_cap_v2" else TOL
+    if short == "unipc":
+        if config.get("solver_type") == "bh1" or config.get("lower_order_final") is False:
+            config["final_sigmas_type"] = "sigma_min"  # diffusers' last step to σ = 0 is NaN/inf there (see below)
+        if beta_schedule == "squaredcos_cap_v2":
+            config.pop("use_karras_sigmas", None)  # repeated Karras timesteps: diffusers' UniPC steps past its grid
+        if config.get("rescale_betas_zero_snr"):  # σ_max ≈ 4096: x ≈ 4096·z, whose float32 rounding the bh updates
+            tol = {"rtol": 1e-3, "atol": 1e-4}    # cancel down to values ~1 (seen: 3e-4 absolute at |x| ≈ 12)
     ours, theirs = make_pair(short, config)
     ours.set_timesteps(STEPS)
     theirs.set_timesteps(STEPS)
     check_grids(ours, theirs)
     stochastic = short == "euler-a" or bool(step_kwargs)
-    tol = COSINE_TOL if beta_schedule == "squaredcos_cap_v2" else TOL
     run_loop(ours, theirs, theirs.timesteps, start(ours), stochastic, tol, **step_kwargs)
 
 
@@ -172,10 +183,43 @@ def test_dpm_solver_variants_match_diffusers(algorithm, order, solver_type, step
     run_loop(ours, theirs, theirs.timesteps, start(ours), stochastic=algorithm.startswith("sde"))
 
 
-@pytest.mark.parametrize("short", ["euler", "lms", "heun", "dpm++2m"])
+UNIPC_CASES = list(itertools.product([1, 2, 3], ["bh1", "bh2"], [8, 20], [(), (0, 3)]))
+
+
+@pytest.mark.parametrize(("order", "solver_type", "steps", "disable_corrector"), UNIPC_CASES)
+def test_unipc_variants_match_diffusers(order, solver_type, steps, disable_corrector):
+    """Orders 1–3, both B(h), the corrector switched off after some steps, with and without lower_order_final
+    (the last σ is zero only where diffusers' last step is finite there: bh2 with lower_order_final)."""
+    finite_at_zero = solver_type == "bh2" and steps == 8
+    config = {"solver_order": order, "solver_type": solver_type, "disable_corrector": list(disable_corrector),
+              "lower_order_final": steps == 8, "final_sigmas_type": "zero" if finite_at_zero else "sigma_min"}
+    ours, theirs = make_pair("unipc", config)
+    ours.set_timesteps(steps)
+    theirs.set_timesteps(steps)
+    check_grids(ours, theirs)
+    run_loop(ours, theirs, theirs.timesteps, start(ours), stochastic=False)
+
+
+@pytest.mark.parametrize("solver_type", ["bh1", "bh2"])
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_unipc_last_step_to_sigma_zero_lands_on_the_prediction(order, solver_type):
+    """To σ = 0 the update's limit is x̂_0 (e^{−h} → 0); ours takes it at order 1 for every configuration, where
+    diffusers returns NaN/inf for bh1 and for orders > 1 (lower_order_final off)."""
+    ours = from_config({"solver_order": order, "solver_type": solver_type, "lower_order_final": False}, "unipc")
+    ours.set_timesteps(6)
+    assert ours.sigmas[-1] == 0.0
+    x = start(ours)
+    for t in ours.timesteps:
+        out = ours.step(fake_model(x, float(t)), t, x)
+        x = out.prev_sample
+    assert np.isfinite(x).all()
+    np.testing.assert_array_equal(x, out.pred_original_sample)
+
+
+@pytest.mark.parametrize("short", ["euler", "lms", "heun", "dpm++2m", "unipc"])
 def test_exponential_sigmas_and_sigma_bounds_match_diffusers(short):
     config = {"use_exponential_sigmas": True, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
-              "beta_end": 0.012, **({"sigma_min": 0.1, "sigma_max": 10.0} if short == "euler" else {})}
+              "beta_end": 0.012, **({"sigma_min": 0.1, "sigma_max": 10.0} if short in ("euler", "unipc") else {})}
     ours, theirs = make_pair(short, config)
     ours.set_timesteps(12)
     theirs.set_timesteps(12)

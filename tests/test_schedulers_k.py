@@ -274,9 +274,10 @@ def test_stochastic_steps_are_reproducible_from_noise_or_generator():
 
 
 def test_unknown_scheduler_lists_every_supported_one():
-    listed = "ddim, ddpm, euler, euler-a, dpm\\+\\+2m, lms, pndm, heun, DDIMScheduler, .*HeunDiscreteScheduler"
-    with pytest.raises(ConfigError, match=f"unsupported scheduler 'UniPCMultistepScheduler'.*; supported: {listed}"):
-        from_config({"_class_name": "UniPCMultistepScheduler"})
+    listed = ("ddim, ddpm, euler, euler-a, dpm\\+\\+2m, lms, pndm, heun, unipc, DDIMScheduler, "
+              ".*UniPCMultistepScheduler")
+    with pytest.raises(ConfigError, match=f"unsupported scheduler 'DEISMultistepScheduler'.*; supported: {listed}"):
+        from_config({"_class_name": "DEISMultistepScheduler"})
     for short, cls in SCHEDULERS.items():
         assert isinstance(from_config({"_class_name": cls.config_class.class_name}), cls)
         assert isinstance(from_config({"_class_name": "PNDMScheduler", "skip_prk_steps": True}, short), cls)

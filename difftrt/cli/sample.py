@@ -24,7 +24,7 @@ from difftrt.cli.common import engine_or_default, load_latents, progress_bar, sa
 @click.option("--steps", type=int, default=25, show_default=True)
 @click.option("--guidance", type=float, default=5.0, show_default=True, help="Classifier-free guidance scale; 1 disables it.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--scheduler", default=None, help="ddim, ddpm, euler, euler-a, dpm++2m, lms, pndm, heun or a diffusers "
+@click.option("--scheduler", default=None, help="ddim, ddpm, euler, euler-a, dpm++2m, lms, pndm, heun, unipc or a diffusers "
               "class name (overrides the model's scheduler_config.json class).")
 @click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM η (0 = deterministic).")
 @click.option("--num-images", type=int, default=1, show_default=True, help="More than one writes a grid PNG.")

@@ -27,6 +27,7 @@ from difftrt.schedulers.euler_ancestral import EulerAncestralConfig, EulerAncest
 from difftrt.schedulers.heun import HeunConfig, HeunDiscreteScheduler
 from difftrt.schedulers.lms import LMSConfig, LMSDiscreteScheduler
 from difftrt.schedulers.pndm import PNDMConfig, PNDMScheduler
+from difftrt.schedulers.unipc import UniPCConfig, UniPCMultistepScheduler
 
 SCHEDULERS: dict[str, type[DiscreteScheduler]] = {  # CLI short names
     "ddim": DDIMScheduler,
@@ -37,6 +38,7 @@ SCHEDULERS: dict[str, type[DiscreteScheduler]] = {  # CLI short names
     "lms": LMSDiscreteScheduler,
     "pndm": PNDMScheduler,
     "heun": HeunDiscreteScheduler,
+    "unipc": UniPCMultistepScheduler,  # bh2, order 2 by default; the config's solver_order / solver_type apply
 }
 _BY_CLASS_NAME = {cls.config_class.class_name: cls for cls in SCHEDULERS.values()}
 
@@ -82,6 +84,8 @@ __all__ = [
     "Prediction",
     "SchedulerConfig",
     "SchedulerOutput",
+    "UniPCConfig",
+    "UniPCMultistepScheduler",
     "VarianceType",
     "from_config",
 ]
