@@ -117,6 +117,9 @@ class Text2ImagePipeline:
         """Set the scheduler up for ``req`` and return the timesteps that will run (a tail of them for img2img)."""
         scheduler.set_timesteps(req.steps)
         if req.init_image is None:
+            # start at index 0 explicitly: a grid with repeated timesteps (Karras σ's on a cosine schedule) would
+            # otherwise be entered at the second occurrence of its first value, as diffusers' lookup does
+            scheduler.set_begin_index(0)
             return scheduler.timesteps
         start = img2img_start(req.steps, req.strength, scheduler.order)
         if start >= len(scheduler.timesteps):

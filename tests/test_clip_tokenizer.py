@@ -28,7 +28,7 @@ PROMPTS = [
     "1girl, (masterpiece:1.2), best quality, ((blue eyes)), [red hair], 3.5mm lens f/1.8",
     "cafe\u0301 vs caf\u00e9", "non\u00a0breaking\u3000ideographic\u2003em spaces", "½ ² Ⅻ 12345 3.14 -7e-3",
     "<|endoftext|> literal <|startoftext|> specials", "x" * 60, "zzzz qqqq unseen-words: ʘ‿ʘ ∑∫√",
-    "ÄÖÜ straße İstanbul ΣΟΦΟΣ", "tabs\t\tand\r\nnewlines", "emoji 👩‍👩‍👧 flags 🇫🇷 skin 👍🏽",
+    "ÄÖÜ straße İstanbul ΣΟΦΟΣ", "ypogegrammeni ᾳ \u0345 alone", "tabs\t\tand\r\nnewlines", "emoji 👩‍👩‍👧 flags 🇫🇷 skin 👍🏽",
     " ".join(["word"] * 100), "a, " * 40 + "end", "ends with punctuation...?!",
 ]
 
@@ -98,6 +98,20 @@ def test_pad_token_from_the_folder(clip_dir, tmp_path):
     assert isinstance(ours, ClipTokenizer) and ours.max_length == 20
     np.testing.assert_array_equal(ours.encode(["a red circle"]).ids, hf_ids(folder, ["a red circle"], 20))
     assert ours.encode(["a"]).ids[0, -1] == ours.vocab["!"]
+
+
+def test_special_tokens_map_wins_over_the_config(clip_dir, tmp_path):
+    """transformers' precedence: special_tokens_map.json overrides tokenizer_config.json (no added_tokens_decoder)."""
+    folder = tmp_path / "tokenizer"
+    folder.mkdir()
+    for name in ("vocab.json", "merges.txt"):
+        (folder / name).write_bytes((clip_dir / name).read_bytes())
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "CLIPTokenizer",
+                                                              "pad_token": "<|endoftext|>", "model_max_length": 16}))
+    (folder / "special_tokens_map.json").write_text(json.dumps({"pad_token": {"content": "!"}}))
+    ours = ClipTokenizer.load(folder)
+    assert ours.pad == ours.vocab["!"]
+    np.testing.assert_array_equal(ours.encode(["a red circle"]).ids, hf_ids(folder, ["a red circle"], 16))
 
 
 def test_protocol_picks_the_tokenizer(clip_dir, tmp_path):

@@ -67,3 +67,13 @@ def test_ort_and_torch_pipelines_agree(export_dir, ckpt_dir):
     b = reference(req, from_config(artifact.scheduler_config))
     np.testing.assert_allclose(a.latents, b.latents, rtol=1e-3, atol=1e-3)
     assert np.abs(a.images.astype(int) - b.images).max() <= 1
+
+
+def test_a_grid_with_repeated_timesteps_runs_every_step(export_dir):
+    """Karras σ's on the cosine schedule repeat the first timesteps; txt2img starts at index 0 explicitly, so a
+    multistep scheduler runs all its steps (looking the first timestep up would start at its second copy)."""
+    pipe, _ = load_pipeline(export_dir)
+    scheduler = from_config({"beta_schedule": "squaredcos_cap_v2", "use_karras_sigmas": True}, "unipc")
+    result = pipe(SampleRequest("a red circle", steps=10), scheduler)
+    assert len(set(scheduler.timesteps.tolist())) < len(scheduler.timesteps)  # the grid does repeat
+    assert scheduler.step_index == 10 and np.isfinite(result.latents).all()

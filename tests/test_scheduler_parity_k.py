@@ -344,3 +344,16 @@ def test_diffusers_img2img_misses_x0_where_ours_deviates(short):
             x = scheduler.step(wrap(eps), t, x).prev_sample
         errors[name] = float(np.abs(unwrap(x) - x0).max())
     assert errors["ours"] < 1e-6 and errors["diffusers"] > 1e-2, errors
+
+
+@pytest.mark.parametrize("grid", ["use_karras_sigmas", "use_exponential_sigmas"])
+def test_unipc_final_sigma_min_of_a_bounded_grid_matches_diffusers(grid):
+    """With final_sigmas_type "sigma_min", a respaced grid ends on its own last σ (here the configured sigma_min)."""
+    config = {grid: True, "sigma_min": 0.1, "sigma_max": 10.0, "final_sigmas_type": "sigma_min",
+              "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
+    ours, theirs = make_pair("unipc", config)
+    ours.set_timesteps(12)
+    theirs.set_timesteps(12)
+    assert ours.sigmas[-1] == pytest.approx(0.1)
+    check_grids(ours, theirs)
+    run_loop(ours, theirs, theirs.timesteps, start(ours), stochastic=False)

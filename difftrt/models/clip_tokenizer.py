@@ -12,6 +12,8 @@ tests hold it to, id for id:
      symbol marked end-of-word (``</w>``), and merged pairwise in the order of ``merges.txt``;
   5. ``<|startoftext|>`` ids… ``<|endoftext|>``, truncated to ``model_max_length`` (keeping both specials)
      and padded with the pad token, as diffusers' pipelines call it (``padding="max_length"``).
+Unicode classes come from the ``regex`` package, whose Unicode version may be newer than the one tokenizers'
+regex engine was built with: characters assigned in between can be classed differently.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class ClipTokenizer:
         self.specials = {bos: self.bos, eos: self.eos}
         regex = _regex()
         self._specials_re = regex.compile("(" + "|".join(regex.escape(s) for s in self.specials) + ")")
-        self._piece_re = regex.compile(PATTERN, regex.IGNORECASE)
+        self._piece_re = regex.compile(PATTERN)  # the text is lower-cased already (tokenizers' Split has no flag)
         self._space_re = regex.compile(r"\s+")
         self._decode = {v: k for k, v in vocab.items()}
         self._cache: dict[str, list[int]] = {}
@@ -87,7 +89,8 @@ class ClipTokenizer:
         folder = Path(folder)
         config = read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
         specials = read_json(folder / "special_tokens_map.json") if (folder / "special_tokens_map.json").is_file() else {}
-        config = {**specials, **config}
+        # as transformers: special_tokens_map.json wins, unless the config lists its added tokens itself
+        config = {**config, **specials} if "added_tokens_decoder" not in config else {**specials, **config}
         vocab = read_json(folder / "vocab.json")
         if not all(isinstance(k, str) and isinstance(v, int) for k, v in vocab.items()):
             raise ConfigError(f"{folder / 'vocab.json'} must map tokens to integer ids (a CLIP vocabulary)")

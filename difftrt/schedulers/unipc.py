@@ -13,7 +13,7 @@ the stored arrays; ``unipc_terms`` computes its scalars once per step (float64).
 | h              | ``h``         | λ_t − λ_s0 > 0, this step in half log-SNR                                  |
 | r_k            | ``r``         | (λ_{s_k} − λ_s0)/h of the k-th earlier step                                |
 | B(h)           | ``b_h``       | h (bh1) or e^h − 1 (bh2), with h → −h in the data-prediction form          |
-| ρ_k            | ``rhos``      | the weights of the D_k: 1/2 at order 2, else a k×k solve (R ρ = b)          |
+| ρ_k            | ``rhos``      | the weights of the D_k: a k×k solve (R ρ = b); 1/2 for UniP at order 2 and UniC at order 1 |
 """
 
 from __future__ import annotations
@@ -166,7 +166,10 @@ class UniPCMultistepScheduler(SigmaScheduler):
             sigmas = np.interp(timesteps, np.arange(big_t), self.train_sigmas)
         else:
             timesteps = (respaced.round() if c.use_karras_sigmas else respaced).astype(np.int64)
-        self._set_grid(np.append(sigmas, self.final_sigma()), timesteps)
+        # diffusers' UniPC ends a respaced grid on its own last σ (which honours a configured sigma_min)
+        last = float(sigmas[-1]) if respaced is not None and c.final_sigmas_type is FinalSigmas.SIGMA_MIN \
+            else self.final_sigma()
+        self._set_grid(np.append(sigmas, last), timesteps)
         self.num_inference_steps = len(timesteps)
 
     def convert_model_output(self, model_output: Any, sample: Any, sigma: float) -> Any:
