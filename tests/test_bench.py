@@ -103,6 +103,9 @@ def test_bench_record_is_complete_and_consistent(export_dir, export_fp16_dir, tm
     totals = {r["name"]: r["stages"]["total"]["median_ms"] for r in ran}
     assert head["speedup_vs_reference"]["onnxruntime fp32"] == pytest.approx(
         totals["torch eager fp32"] / totals["onnxruntime fp32"])
+    per_round = np.asarray(rows["torch eager fp32"]["raw_ms"]["total"]) / np.asarray(rows["onnxruntime fp32"]["raw_ms"]["total"])
+    assert head["paired_vs_reference"]["onnxruntime fp32"]["median"] == pytest.approx(np.median(per_round))
+    assert head["paired_vs_reference"]["torch eager fp32"]["median"] == pytest.approx(1.0)
     assert totals[head["strongest_torch"]] == min(v for k, v in totals.items() if k.startswith("torch"))
     assert {r["name"] for r in ran if r.get("prompt_fidelity")} >= {"torch eager fp32", "onnxruntime fp16"}
     cold = {c["name"]: c for c in data["cold_start"]["rows"]}

@@ -19,7 +19,7 @@ from typing import Any
 from difftrt.bench.timing import stats
 
 
-def _torch_sample(ckpt: str, steps: int, out: Path, prompt: str) -> None:
+def _torch_sample(ckpt: str, steps: int, guidance: float, threads: int, out: Path, prompt: str) -> None:
     """The model in torch eager fp32 through the same pipeline: what a user without difftrt's export would run."""
     from difftrt import default_model
     from difftrt.backends.torch_ref import torch_engines
@@ -28,9 +28,13 @@ def _torch_sample(ckpt: str, steps: int, out: Path, prompt: str) -> None:
     from difftrt.pipeline import SampleRequest, Text2ImagePipeline
     from difftrt.schedulers import from_config
 
+    import torch
+
+    torch.set_num_threads(threads)
     ckpt_obj = default_model.load_checkpoint() if ckpt == "default" else checkpoint.load(Path(ckpt))
     pipe = Text2ImagePipeline(torch_engines(ckpt_obj), ckpt_obj.tokenizer, ckpt_obj.config)
-    save_png(pipe(SampleRequest(prompt, steps=steps), from_config(ckpt_obj.scheduler_config)).images, out)
+    request = SampleRequest(prompt, steps=steps, guidance=guidance)
+    save_png(pipe(request, from_config(ckpt_obj.scheduler_config)).images, out)
 
 
 def report_at_exit(report: Path) -> None:
@@ -66,38 +70,57 @@ def own_peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(name: str, command: Any, args: list[str], runs: int, folder: Path) -> dict[str, Any]:
-    """``runs`` fresh processes of ``command(report, args)``: wall time, peak RSS, torch or not."""
-    seconds, reports = [], []
+def run_once(name: str, command: Any, args: list[str], folder: Path, i: int) -> tuple[float, dict[str, Any] | str]:
+    """One fresh process of ``command(report, args)``: (wall seconds, its report) or (seconds, why it failed)."""
+    report = folder / f"{name.replace(' ', '_')}-{i}.json"
+    start = time.perf_counter()
+    done = subprocess.run(command(report, args), capture_output=True, text=True, timeout=600)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0 or not report.is_file():
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return seconds, f"exit {done.returncode}: {last[:300]}"
+    return seconds, json.loads(report.read_text())
+
+
+def measure(paths: list[tuple[str, Any, list[str]]], runs: int, folder: Path) -> list[dict[str, Any]]:
+    """``runs`` fresh processes of each (name, command, args), the paths alternating run by run: wall time
+    (median, p10-p90, min-max), the largest peak RSS, whether torch was imported."""
+    seconds: dict[str, list[float]] = {name: [] for name, _, _ in paths}
+    reports: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in paths}
+    failed: dict[str, str] = {}
     for i in range(runs):
-        report = folder / f"{name.replace(' ', '_')}-{i}.json"
-        start = time.perf_counter()
-        done = subprocess.run(command(report, args), capture_output=True, text=True, timeout=600)
-        seconds.append(time.perf_counter() - start)
-        if done.returncode != 0 or not report.is_file():
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            return {"name": name, "ran": False, "reason": f"exit {done.returncode}: {last[:300]}"}
-        reports.append(json.loads(report.read_text()))
-    return {"name": name, "ran": True, "runs": runs, "seconds_stats": stats(seconds),
-            "peak_rss_mib": max(r["peak_rss_mib"] for r in reports), "torch_imported": reports[0]["torch_imported"]}
+        for name, command, args in paths:
+            if name not in failed:
+                took, report = run_once(name, command, args, folder, i)
+                if isinstance(report, str):
+                    failed[name] = report
+                else:
+                    seconds[name].append(took)
+                    reports[name].append(report)
+    return [{"name": name, "ran": False, "reason": failed[name]} if name in failed else
+            {"name": name, "ran": True, "runs": runs, "seconds_stats": stats(seconds[name]),
+             "peak_rss_mib": max(r["peak_rss_mib"] for r in reports[name]),
+             "torch_imported": reports[name][0]["torch_imported"]} for name, _, _ in paths]
 
 
-def cold_starts(engine: Path, torch_source: str | None, steps: int, prompt: str, runs: int,
-                folder: Path) -> dict[str, Any]:
-    """difftrt sample (torch-free) against the same model in torch; the diffusers row waits for an SD folder."""
-    rows = [measure("difftrt sample (onnxruntime)", cli_child, ["sample", "--engine", str(engine), "--steps",
-                                                                str(steps), "--prompt", prompt, "--out",
-                                                                str(folder / "ort.png"), "-q"], runs, folder)]
+def cold_starts(engine: Path, torch_source: str | None, steps: int, guidance: float, prompt: str, threads: int,
+                runs: int, folder: Path) -> dict[str, Any]:
+    """difftrt sample (torch-free) against the same model in torch, same request and threads; the diffusers row
+    waits for an SD folder."""
+    paths = [("difftrt sample (onnxruntime)", cli_child,
+              ["sample", "--engine", str(engine), "--steps", str(steps), "--guidance", str(guidance), "--threads",
+               str(threads), "--prompt", prompt, "--out", str(folder / "ort.png"), "-q"])]
+    if torch_source is not None:
+        paths.append(("torch eager fp32", torch_child, ["--torch", torch_source, str(steps), str(guidance),
+                                                        str(threads), str(folder / "torch.png"), prompt]))
+    rows = measure(paths, runs, folder)
     if torch_source is None:
         rows.append({"name": "torch eager fp32", "ran": False, "reason": "torch is not installed"})
-    else:
-        rows.append(measure("torch eager fp32", torch_child, ["--torch", torch_source, str(steps),
-                                                              str(folder / "torch.png"), prompt], runs, folder))
     rows.append({"name": "diffusers pipeline", "ran": False,
                  "reason": "the model is not a diffusers Stable Diffusion folder (difftrt's own format)"})
-    return {"steps": steps, "rows": rows}
+    return {"steps": steps, "runs": runs, "rows": rows}
 
 
-if __name__ == "__main__":  # the torch child: REPORT --torch CKPT|default STEPS OUT.png PROMPT
+if __name__ == "__main__":  # the torch child: REPORT --torch CKPT|default STEPS GUIDANCE THREADS OUT.png PROMPT
     report_at_exit(Path(sys.argv[1]))
-    _torch_sample(sys.argv[3], int(sys.argv[4]), Path(sys.argv[5]), sys.argv[6])
+    _torch_sample(sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]), Path(sys.argv[7]), sys.argv[8])

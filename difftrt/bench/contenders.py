@@ -60,10 +60,11 @@ def torch_contenders(artifact: Any, pipe: Text2ImagePipeline, ckpt: Path | None,
     return rows
 
 
-def onnx_contenders(engine: Path, fp16_engine: Path | None, threads: int) -> list[Contender]:
+def onnx_contenders(pipe: Text2ImagePipeline, fp16_engine: Path | None, threads: int) -> list[Contender]:
+    """``pipe``: the export already opened (fp32), timed as it is."""
     from difftrt.runtime import load_pipeline
 
-    rows = [Contender("onnxruntime fp32", "onnxruntime", "fp32", lambda: load_pipeline(engine, threads=threads)[0])]
+    rows = [Contender("onnxruntime fp32", "onnxruntime", "fp32", lambda: pipe)]
     if fp16_engine is None:
         rows.append(Contender("onnxruntime fp16", "onnxruntime", "fp16", None,
                               "no fp16 export given: difftrt export --precision fp16, then --fp16-engine"))

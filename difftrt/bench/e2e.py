@@ -1,7 +1,8 @@
 """End-to-end pipeline benchmark: every stage timed inside real sampling runs, after warm-up.
 
-Several pipelines are timed round-robin (one run of each in turn), so a drift of the machine's speed over
-the run touches every contender alike instead of favouring whichever ran first.
+Several pipelines are timed round-robin (one run of each in turn, the starting backend rotating every round),
+so a drift of the machine's speed over the run touches every contender alike, and no backend always runs
+right after the same other one (ONNX Runtime's spinning threads slow whoever follows it for a moment).
 """
 
 from __future__ import annotations
@@ -61,9 +62,10 @@ def bench_round_robin(pipes: Mapping[str, Text2ImagePipeline], make_scheduler: C
                 attempt(name)
     raw: dict[str, dict[str, list[float]]] = {name: {s: [] for s in STAGES} for name in timers}
     last: dict[str, SampleResult] = {}
+    names = list(timers)
     for i in range(runs):
         progress(f"run {i + 1}/{runs}")
-        for name in timers:
+        for name in names[i % len(names):] + names[:i % len(names)]:
             if name not in failed and (done := attempt(name)) is not None:
                 seconds, last[name] = done
                 for stage, values in seconds.items():

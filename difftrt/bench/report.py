@@ -15,6 +15,11 @@ def _ms(s: dict[str, Any]) -> str:
     return f"{s['median_ms']:.2f} [{s['p10_ms']:.2f}-{s['p90_ms']:.2f}]"
 
 
+def _ratio(p: dict[str, float] | None) -> str:
+    """A paired ratio: the median of the per-round ratios and their p10-p90."""
+    return "—" if p is None else f"{p['median']:.2f}x [{p['p10']:.2f}-{p['p90']:.2f}]"
+
+
 def _grid(head: list[str], rows: list[list[str]], markdown: bool) -> str:
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -25,7 +30,8 @@ def _grid(head: list[str], rows: list[list[str]], markdown: bool) -> str:
 
 
 def backends_table(result: dict[str, Any], markdown: bool = False) -> str:
-    head = ["Backend", "Total ms median [p10-p90]", "U-Net call ms", "Images/s", "x ref", "x strongest torch",
+    head = ["Backend", "Total ms median [p10-p90]", "U-Net call ms", "Images/s", "x ref [p10-p90]",
+            "x strongest torch [p10-p90]",
             "max |dz| vs ref", "PSNR dB vs ref", "U-Net GFLOP/s", "of peak", "Threads"]
     h = result["headline"]
     rows = []
@@ -34,10 +40,9 @@ def backends_table(result: dict[str, Any], markdown: bool = False) -> str:
             continue
         fid, roof = r.get("fidelity"), r.get("roofline", {})
         frac = roof.get("fraction_of_peak")
-        vs_strong = h["speedup_vs_strongest_torch"].get(r["name"])
+        vs_ref, vs_strong = h["paired_vs_reference"].get(r["name"]), h["paired_vs_strongest_torch"].get(r["name"])
         rows.append([r["name"], _ms(r["stages"]["total"]), f"{r['stages']['unet_call']['median_ms']:.2f}",
-                     f"{r['images_per_s']:.2f}", f"{h['speedup_vs_reference'][r['name']]:.2f}x",
-                     "—" if vs_strong is None else f"{vs_strong:.2f}x",
+                     f"{r['images_per_s']:.2f}", _ratio(vs_ref), _ratio(vs_strong),
                      "reference" if fid is None else f"{fid['max_abs_latents_vs_reference']:.1e}",
                      "reference" if fid is None else f"{fid['psnr_db_vs_reference']:.1f}",
                      f"{roof['unet_call_gflops']:.1f}" if roof else "—",
@@ -62,14 +67,16 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'} (every figure is a CPU figure "
              "unless a row says otherwise); CPU features: " + flags,
              "Threads: " + ", ".join(f"{k} {v['intra_op']}" for k, v in result["threads"].items() if v),
-             f"Reference: {h['reference']}; strongest torch here: {h['strongest_torch'] or 'none ran'}"]
+             f"Reference: {h['reference']}; strongest torch here: {h['strongest_torch'] or 'none ran'}; ratios are "
+             "paired: the median (p10-p90) of each round's reference total over the row's (> 1: the row is faster)"]
     flops = roof.get("unet_call", {})
     if "total" in flops:
         peak = roof.get("peak", {})
         peaks = "; ".join(f"{d} {p['best_gflops']:.1f} GFLOP/s (best of {p['runs']}, n={p['n']})"
                           for d, p in peak.items() if isinstance(p, dict) and "best_gflops" in p)
         lines.append(f"One U-Net call: {flops['total'] / 1e9:.3f} GFLOP (convolutions and matmuls, from the ONNX graph "
-                     f"at {flops['input_shapes']}); matmul peak measured now: {peaks or 'not measured'}")
+                     f"at {flops['input_shapes']}); matmul peak measured now: {peaks or 'not measured'}; 'of peak' "
+                     "is a row's GFLOP/s at its median U-Net call over that best GEMM")
     for r in result["rows"]:
         if r.get("prompt_fidelity"):
             acc = r["prompt_fidelity"]["accuracy"]
@@ -82,11 +89,13 @@ def extra_tables(result: dict[str, Any], markdown: bool) -> list[str]:
     out = []
     cold = result.get("cold_start")
     if cold:
-        rows = [[c["name"], _ms(c["seconds_stats"]), f"{c['peak_rss_mib']:.0f}" if c.get("peak_rss_mib") else "—",
+        span = lambda s: f"{s['median_ms']:.0f} [{s['min_ms']:.0f}-{s['max_ms']:.0f}]"  # noqa: E731 (few runs)
+        rows = [[c["name"], span(c["seconds_stats"]), f"{c['peak_rss_mib']:.0f}" if c.get("peak_rss_mib") else "—",
                  str(c.get("torch_imported", "—"))] if c.get("ran") else [c["name"], f"not run: {c['reason']}", "", ""]
                 for c in cold["rows"]]
-        out += ["", "Cold start (process start to PNG) and memory:", "",
-                _grid(["Path", "ms median [p10-p90]", "Peak RSS MiB", "torch imported"], rows, markdown)]
+        out += ["", f"Cold start (fresh processes, process start to PNG, the paths alternating; the page cache is "
+                    f"warm: the bench has read the files) and each process's own peak memory, {cold['runs']} runs:", "",
+                _grid(["Path", "ms median [min-max]", "Peak RSS MiB", "torch imported"], rows, markdown)]
     sweeps = result.get("sweeps")
     if sweeps:
         names = sweeps["backends"]

@@ -11,13 +11,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from difftrt.artifact import library_versions
 from difftrt.bench.contenders import REFERENCE, Contender, onnx_contenders, tensorrt_contender, torch_contenders
 from difftrt.bench.e2e import bench_round_robin, max_abs_diff, psnr_db
 from difftrt.bench.peak import cpu_flags, matmul_peak, native_bf16
 from difftrt.bench.reference import torch_reference
 from difftrt.bench.timing import peak_rss_mib, record_header
-from difftrt.errors import DifftrtError
+from difftrt.errors import DifftrtError, first_line
 from difftrt.pipeline import SampleRequest
 from difftrt.runtime import load_pipeline
 from difftrt.schedulers import from_config
@@ -108,15 +110,26 @@ def prompt_fidelity(rows: list[dict[str, Any]], pipes: dict[str, Any], make_sche
         row["prompt_fidelity"] = {"prompts": n_prompts, "prompt_seed": 2026, "accuracy": result["accuracy"]}
 
 
-def headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """End-to-end speed-ups against the reference and against the strongest torch (ratios of medians)."""
-    ran = {r["name"]: r["stages"]["total"]["median_ms"] for r in rows if r["ran"]}
-    torch_rows = [r["name"] for r in rows if r["ran"] and r["kind"] == "torch"]
-    strongest = min(torch_rows, key=ran.__getitem__) if torch_rows else None
-    reference = REFERENCE if REFERENCE in ran else next(iter(ran))
-    return {"reference": reference, "strongest_torch": strongest,
-            "speedup_vs_reference": {n: ran[reference] / t for n, t in ran.items()},
-            "speedup_vs_strongest_torch": {n: ran[strongest] / t for n, t in ran.items()} if strongest else {}}
+def paired(numerator: list[float], denominator: list[float]) -> dict[str, float]:
+    """Median and p10/p90 of the per-round ratios numerator[r] / denominator[r] (round-robin rounds)."""
+    ratios = np.asarray(numerator, dtype=np.float64) / np.asarray(denominator, dtype=np.float64)
+    return {"median": float(np.median(ratios)), "p10": float(np.percentile(ratios, 10)),
+            "p90": float(np.percentile(ratios, 90)), "n": int(ratios.size)}
+
+
+def headline(rows: list[dict[str, Any]], reference: str | None) -> dict[str, Any]:
+    """End-to-end speed-ups against the reference and against the strongest torch: paired per round (median and
+    p10/p90 of reference_total[r] / row_total[r]) and, for ``--compare``, as ratios of medians."""
+    ran = {r["name"]: r for r in rows if r["ran"]}
+    total = {n: r["stages"]["total"]["median_ms"] for n, r in ran.items()}
+    rounds = {n: r["raw_ms"]["total"] for n, r in ran.items()}
+    torch_rows = [n for n, r in ran.items() if r["kind"] == "torch"]
+    strongest = min(torch_rows, key=total.__getitem__) if torch_rows else None
+    out: dict[str, Any] = {"reference": reference, "strongest_torch": strongest}
+    for key, base in (("reference", reference), ("strongest_torch", strongest)):
+        out[f"speedup_vs_{key}"] = {n: total[base] / t for n, t in total.items()} if base else {}
+        out[f"paired_vs_{key}"] = {n: paired(rounds[base], rounds[n]) for n in ran} if base else {}
+    return out
 
 
 def run_bench(engine: Path, request: SampleRequest, runs: int, warmup: int, threads: int = 0,
@@ -128,8 +141,9 @@ def run_bench(engine: Path, request: SampleRequest, runs: int, warmup: int, thre
     pipe, artifact = load_pipeline(engine, threads=threads)
     make_scheduler = lambda: from_config(artifact.scheduler_config, scheduler)  # noqa: E731
     flags = cpu_flags()
-    used = {"onnxruntime": {"intra_op": threads}, "tensorrt": None}
-    contenders = onnx_contenders(engine, fp16_engine, threads)
+    options = pipe.engines["unet"].session.get_session_options()  # read back: what ONNX Runtime was given
+    used = {"onnxruntime": {"intra_op": options.intra_op_num_threads}, "tensorrt": None}
+    contenders = onnx_contenders(pipe, fp16_engine, threads)
     if with_torch:
         import torch
 
@@ -142,14 +156,16 @@ def run_bench(engine: Path, request: SampleRequest, runs: int, warmup: int, thre
         if c.make is not None:
             try:
                 pipes[c.name] = c.make()
-            except DifftrtError as exc:
-                contenders[contenders.index(c)] = Contender(c.name, c.kind, c.precision, None, str(exc))
+            except Exception as exc:  # as at run time (e2e): the row says why, the others are still timed
+                reason = str(exc) if isinstance(exc, DifftrtError) else f"failed: {type(exc).__name__}: {first_line(exc)}"
+                contenders[contenders.index(c)] = Contender(c.name, c.kind, c.precision, None, reason)
     progress(f"timing {len(pipes)} backends round-robin: {runs} runs after {warmup} warm-up")
     measured = bench_round_robin(pipes, make_scheduler, request, runs, warmup, progress)
     progress("counting U-Net FLOPs and measuring the matmul peak")
     roof = roofline(artifact, pipe, request, flags)
     usable = {name: m for name, m in measured.items() if "error" not in m}
-    reference = usable.get(REFERENCE) or usable.get("onnxruntime fp32")
+    reference_name = next((n for n in (REFERENCE, "onnxruntime fp32", *usable) if n in usable), None)
+    reference = usable.get(reference_name) if reference_name else None
     rows = [row_of(c, measured.get(c.name), reference, used, roof) for c in contenders]
     if eval_prompts:
         prompt_fidelity(rows, pipes, make_scheduler, request, eval_prompts, progress)
@@ -158,13 +174,13 @@ def run_bench(engine: Path, request: SampleRequest, runs: int, warmup: int, thre
               "request": {"prompt": request.prompt, "steps": request.steps, "guidance": request.guidance,
                           "num_images": request.num_images, "seed": request.seed, "height": request.height,
                           "width": request.width, "runs": runs, "warmup": warmup},
-              "threads": used, "roofline": roof, "rows": rows, "headline": headline(rows),
+              "threads": used, "roofline": roof, "rows": rows, "headline": headline(rows, reference_name),
               "peak_rss_mib_process": peak_rss_mib()}
     if sweep:
         record["sweeps"] = sweeps(pipe, pipes, record["headline"], make_scheduler, request, runs, progress)
     if cold_runs:
         progress(f"cold starts: {cold_runs} fresh processes per path")
-        record["cold_start"] = cold(artifact, engine, ckpt, with_torch, request, cold_runs)
+        record["cold_start"] = cold(artifact, engine, ckpt, with_torch, request, threads, cold_runs)
     return record
 
 
@@ -180,7 +196,7 @@ def sweeps(pipe: Any, pipes: dict[str, Any], head: dict[str, Any], make_schedule
     return run_sweeps({n: pipes[n] for n in names}, make_scheduler, points, max(2, runs // 3), progress)
 
 
-def cold(artifact: Any, engine: Path, ckpt: Path | None, with_torch: bool, request: SampleRequest,
+def cold(artifact: Any, engine: Path, ckpt: Path | None, with_torch: bool, request: SampleRequest, threads: int,
          runs: int) -> dict[str, Any]:
     import tempfile
 
@@ -190,8 +206,8 @@ def cold(artifact: Any, engine: Path, ckpt: Path | None, with_torch: bool, reque
     source = artifact.manifest.get("source_checkpoint")
     torch_source = str(ckpt) if ckpt else "default" if source == default_model.SOURCE else source
     with tempfile.TemporaryDirectory(prefix="difftrt-cold-") as folder:
-        return cold_starts(engine, torch_source if with_torch else None, request.steps, request.prompt, runs,
-                           Path(folder))
+        return cold_starts(engine, torch_source if with_torch else None, request.steps, request.guidance,
+                           request.prompt, threads, runs, Path(folder))
 
 
 def evaluation_record(engine: Path, n_prompts: int, prompt_seed: int, steps: int, guidance: float, seed: int,
