@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 
 from difftrt.data.shapes import eval_prompts  # noqa: E402
 from difftrt.errors import ConfigError  # noqa: E402
-from difftrt.models.clip_tokenizer import PATTERN, ClipTokenizer, byte_to_unicode, save_vocab  # noqa: E402
+from difftrt.models.clip_tokenizer import PATTERN, ClipTokenizer, byte_to_unicode  # noqa: E402
 from difftrt.models.tokenizer import Tokenizer  # noqa: E402
 from difftrt.models.tokenizer_protocol import load_tokenizer  # noqa: E402
 
@@ -31,6 +31,15 @@ PROMPTS = [
     "ÄÖÜ straße İstanbul ΣΟΦΟΣ", "ypogegrammeni ᾳ \u0345 alone", "tabs\t\tand\r\nnewlines", "emoji 👩‍👩‍👧 flags 🇫🇷 skin 👍🏽",
     " ".join(["word"] * 100), "a, " * 40 + "end", "ends with punctuation...?!",
 ]
+
+
+def save_vocab(folder, vocab, merges, max_length=77):
+    """A CLIP-format tokenizer/ folder, as Stable Diffusion ships it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "CLIPTokenizer",
+                                                              "model_max_length": max_length}), encoding="utf-8")
 
 
 @pytest.fixture(scope="module")

@@ -183,16 +183,17 @@ def test_dpm_solver_variants_match_diffusers(algorithm, order, solver_type, step
     run_loop(ours, theirs, theirs.timesteps, start(ours), stochastic=algorithm.startswith("sde"))
 
 
-UNIPC_CASES = list(itertools.product([1, 2, 3], ["bh1", "bh2"], [8, 20], [(), (0, 3)]))
+UNIPC_CASES = list(itertools.product([1, 2, 3], ["bh1", "bh2"], [8, 20], [True, False], [(), (0, 3)]))
 
 
-@pytest.mark.parametrize(("order", "solver_type", "steps", "disable_corrector"), UNIPC_CASES)
-def test_unipc_variants_match_diffusers(order, solver_type, steps, disable_corrector):
-    """Orders 1–3, both B(h), the corrector switched off after some steps, with and without lower_order_final
-    (the last σ is zero only where diffusers' last step is finite there: bh2 with lower_order_final)."""
-    finite_at_zero = solver_type == "bh2" and steps == 8
+@pytest.mark.parametrize(("order", "solver_type", "steps", "lower_order_final", "disable_corrector"), UNIPC_CASES)
+def test_unipc_variants_match_diffusers(order, solver_type, steps, lower_order_final, disable_corrector):
+    """Orders 1–3, both B(h), 8 and 20 steps, with and without lower_order_final, the corrector switched off
+    after some steps (the last σ is zero only where diffusers' last step is finite there: bh2 with
+    lower_order_final)."""
+    finite_at_zero = solver_type == "bh2" and lower_order_final
     config = {"solver_order": order, "solver_type": solver_type, "disable_corrector": list(disable_corrector),
-              "lower_order_final": steps == 8, "final_sigmas_type": "zero" if finite_at_zero else "sigma_min"}
+              "lower_order_final": lower_order_final, "final_sigmas_type": "zero" if finite_at_zero else "sigma_min"}
     ours, theirs = make_pair("unipc", config)
     ours.set_timesteps(steps)
     theirs.set_timesteps(steps)

@@ -18,7 +18,6 @@ regex engine was built with: characters assigned in between can be classed diffe
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
@@ -175,15 +174,3 @@ class ClipTokenizer:
             rows.append(row + [self.pad] * (self.max_length - len(row)))
         return Encoding(np.asarray(rows, dtype=np.int64).reshape(len(prompts), self.max_length), tuple(truncated), (),
                         tuple(dropped))
-
-    def config(self) -> dict[str, Any]:
-        return {"tokenizer_class": "CLIPTokenizer", "model_max_length": self.max_length}
-
-
-def save_vocab(folder: Path, vocab: dict[str, int], merges: list[tuple[str, str]], max_length: int = 77) -> None:
-    """Write a CLIP-format ``tokenizer/`` folder (tests; a real one comes with the model)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
-    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "CLIPTokenizer",
-                                                              "model_max_length": max_length}), encoding="utf-8")
