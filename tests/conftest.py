@@ -108,19 +108,23 @@ def psnr(a, b) -> float:
 ENGINE_ARCHS = ("sm86", "sm89")  # TensorRT-RTX targets of the engines_dir fixture (built on CPU)
 
 
-@pytest.fixture(scope="session")
-def engines_dir(export_dir, tmp_path_factory) -> Path:
-    """Real TensorRT-RTX plans of the tiny export for two targets, built on CPU: ``--max-batch 2``."""
-    pytest.importorskip("tensorrt_rtx", reason="needs tensorrt-rtx: pip install 'difftrt[tensorrt-rtx]'")
+def build_engines(export: Path, out: Path, *options: str) -> Path:
+    """``difftrt build --export EXPORT --out OUT OPTIONS`` through the CLI; asserts it succeeded, returns ``out``."""
     from click.testing import CliRunner
 
     from difftrt.cli import main
 
-    out = tmp_path_factory.mktemp("engines") / "tiny"
-    result = CliRunner().invoke(main, ["build", "--export", str(export_dir), "--out", str(out), "--arch", ENGINE_ARCHS[0],
-                                       "--arch", ENGINE_ARCHS[1], "--max-batch", "2"])
+    result = CliRunner().invoke(main, ["build", "--export", str(export), "--out", str(out), *options])
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="session")
+def engines_dir(export_dir, tmp_path_factory) -> Path:
+    """Real TensorRT-RTX plans of the tiny export for two targets, built on CPU: ``--max-batch 2``."""
+    pytest.importorskip("tensorrt_rtx", reason="needs tensorrt-rtx: pip install 'difftrt[tensorrt-rtx]'")
+    return build_engines(export_dir, tmp_path_factory.mktemp("engines") / "tiny", "--arch", ENGINE_ARCHS[0],
+                         "--arch", ENGINE_ARCHS[1], "--max-batch", "2")
 
 
 @pytest.fixture

@@ -15,16 +15,14 @@ from difftrt.errors import ShapeError
 from difftrt.trt.binding import manifest_profiles
 from difftrt.trt.engine_folder import open_engine_folder
 
-from .conftest import TINY, ort_engine, psnr
+from .conftest import TINY, build_engines, ort_engine, psnr
 
 pytestmark = pytest.mark.gpu
 
 
 def build(export, out, *options):
-    """``difftrt build`` for this GPU (full TensorRT where installed, else TensorRT-RTX)."""
-    result = CliRunner().invoke(main, ["build", "--export", str(export), "--out", str(out), "-q", *options])
-    assert result.exit_code == 0, result.output
-    return out
+    """``difftrt build`` quietly (this GPU's TensorRT, or TensorRT-RTX for the ``--arch`` given)."""
+    return build_engines(export, out, "-q", *options)
 
 
 @pytest.fixture(scope="module")

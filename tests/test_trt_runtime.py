@@ -22,6 +22,7 @@ from difftrt.errors import ArtifactError, DependencyError, EngineError, ShapeErr
 from difftrt.trt.binding import (DTYPES, buffer_plan, check_profiles_match, choose_profile, declared_io, trt_dtype_name,
                                  engine_profiles, manifest_profiles)
 from difftrt.trt.engine_folder import check_runnable, open_engine_folder
+from tests.conftest import build_engines
 
 trt = pytest.importorskip("tensorrt_rtx", reason="needs tensorrt-rtx: pip install 'difftrt[tensorrt-rtx]'")
 
@@ -29,9 +30,8 @@ HAS_CUPY = importlib.util.find_spec("cupy") is not None
 
 
 def build(export, out, *options):
-    result = CliRunner().invoke(main, ["build", "--export", str(export), "--out", str(out), "-q", *options])
-    assert result.exit_code == 0, result.output
-    return out
+    """``difftrt build`` quietly (this GPU's TensorRT, or TensorRT-RTX for the ``--arch`` given)."""
+    return build_engines(export, out, "-q", *options)
 
 
 @pytest.fixture(scope="module")
