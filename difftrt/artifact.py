@@ -53,8 +53,19 @@ def component_file(component: str) -> str:
     return f"{component}/{MODEL_FILE}"
 
 
+def component_digest(manifest: dict[str, Any], component: str) -> str:
+    """The sha256 that names a component's ONNX graph with its weights: the model file's own when it holds them,
+    else one over every file of its subfolder (model.onnx and its external data), so a changed weight file
+    changes it too."""
+    folder = PurePosixPath(manifest["components"][component]["file"]).parent
+    files = sorted((rel, info["sha256"]) for rel, info in manifest["files"].items() if PurePosixPath(rel).parent == folder)
+    if len(files) == 1:
+        return files[0][1]
+    return hashlib.sha256("".join(f"{rel} {digest}\n" for rel, digest in files).encode()).hexdigest()
+
+
 def library_versions(names: tuple[str, ...] = ("difftrt", "numpy", "onnxruntime", "onnxruntime-gpu", "onnx", "torch",
-                                               "safetensors")) -> dict[str, str]:
+                                               "safetensors", "diffusers", "transformers")) -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in names:
         try:

@@ -51,3 +51,7 @@ class OutputError(DifftrtError):
 
 class TrainingError(DifftrtError):
     """Training cannot go on (non-finite loss, a resume checkpoint from another configuration...)."""
+
+
+class ResourceError(DifftrtError):
+    """The machine lacks what an operation needs (memory for a model), found before the work starts."""

@@ -135,3 +135,36 @@ def no_gpu(monkeypatch):
 
     monkeypatch.setattr(difftrt.trt.gpu, "local_arch", lambda: None)
     monkeypatch.setattr(difftrt.trt.build, "local_arch", lambda: None)
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory) -> Path:
+    """A CLIP-format tokenizer folder with merges trained here (tests/sd_folders.py)."""
+    pytest.importorskip("tokenizers")
+    from .sd_folders import train_clip_tokenizer
+
+    return train_clip_tokenizer(tmp_path_factory.mktemp("clip") / "tokenizer", tmp_path_factory.mktemp("bpe"))
+
+
+@pytest.fixture(scope="session")
+def sd_tiny_dir(clip_dir, tmp_path_factory) -> Path:
+    """A tiny random-weight StableDiffusionPipeline saved by diffusers (two-level VAE: factor 2, not 8)."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
+    from difftrt.bench.sd15 import TINY as SD_TINY, save_random_pipeline
+
+    return save_random_pipeline(SD_TINY, tmp_path_factory.mktemp("sd") / "sd-tiny", tokenizer_dir=clip_dir)
+
+
+@pytest.fixture(scope="session")
+def sd_tiny_export(sd_tiny_dir, tmp_path_factory) -> Path:
+    """``difftrt export`` of the tiny diffusers folder, through the CLI."""
+    from click.testing import CliRunner
+
+    from difftrt.cli import main
+
+    out = tmp_path_factory.mktemp("sd-export") / "sd-tiny"
+    result = CliRunner().invoke(main, ["export", "--ckpt", str(sd_tiny_dir), "--out", str(out), "--max-batch", "2",
+                                       "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out

@@ -14,13 +14,10 @@ transformers = pytest.importorskip("transformers")
 
 from difftrt.data.shapes import eval_prompts  # noqa: E402
 from difftrt.errors import ConfigError  # noqa: E402
-from difftrt.models.clip_tokenizer import PATTERN, ClipTokenizer, byte_to_unicode  # noqa: E402
+from difftrt.models.clip_tokenizer import ClipTokenizer  # noqa: E402
 from difftrt.models.tokenizer import Tokenizer  # noqa: E402
 from difftrt.models.tokenizer_protocol import load_tokenizer  # noqa: E402
 
-CORPUS_EXTRA = ["Hello, World! It's 2026; naïve café — 東京タワー 🚀 don't won't they'll I'm we've you're he'd",
-                "photo of an astronaut riding a horse on mars, 4k, trending on artstation, highly detailed!!!",
-                "1girl, (masterpiece:1.2), best quality, ((blue eyes)), [red hair], 3.5mm lens f/1.8"]
 PROMPTS = [
     "", " ", "a", "A RED CIRCLE on the LEFT", "a red circle on the left on a white background",
     "Hello, World!!  It's 2026; naïve café — 東京タワー 🚀🚀", "DON'T   stop\tme\nnow", "IT'S THEY'LL we'Ve",
@@ -31,43 +28,6 @@ PROMPTS = [
     "ÄÖÜ straße İstanbul ΣΟΦΟΣ", "ypogegrammeni ᾳ \u0345 alone", "tabs\t\tand\r\nnewlines", "emoji 👩‍👩‍👧 flags 🇫🇷 skin 👍🏽",
     " ".join(["word"] * 100), "a, " * 40 + "end", "ends with punctuation...?!",
 ]
-
-
-def save_vocab(folder, vocab, merges, max_length=77):
-    """A CLIP-format tokenizer/ folder, as Stable Diffusion ships it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
-    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "CLIPTokenizer",
-                                                              "model_max_length": max_length}), encoding="utf-8")
-
-
-@pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    """A CLIP-format tokenizer folder: merges learned by tokenizers' BPE trainer with CLIP's pre-tokenisation,
-    the vocabulary laid out as CLIP's is."""
-    from tokenizers import Regex, Tokenizer as HfTokenizer, models, normalizers, pre_tokenizers, trainers
-
-    raw = tmp_path_factory.mktemp("bpe")
-    tok = HfTokenizer(models.BPE(end_of_word_suffix="</w>", unk_token="<|endoftext|>"))
-    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "),
-                                           normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(PATTERN), behavior="removed", invert=True),
-                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
-    trainer = trainers.BpeTrainer(vocab_size=900, special_tokens=["<|startoftext|>", "<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), end_of_word_suffix="</w>",
-                                  show_progress=False)
-    tok.train_from_iterator([p for p, _ in eval_prompts(1, 400)] + CORPUS_EXTRA * 5, trainer)
-    tok.model.save(str(raw))
-    merges = [tuple(line.split()) for line in (raw / "merges.txt").read_text(encoding="utf-8").splitlines()
-              if line and not line.startswith("#")]
-    base = list(byte_to_unicode().values())
-    words = dict.fromkeys(base + [c + "</w>" for c in base] + ["".join(m) for m in merges]
-                          + ["<|startoftext|>", "<|endoftext|>"])
-    folder = tmp_path_factory.mktemp("clip") / "tokenizer"
-    save_vocab(folder, {w: i for i, w in enumerate(words)}, merges)
-    assert len(merges) > 100
-    return folder
 
 
 def hf_ids(folder, prompts, max_length=77):
@@ -134,7 +94,7 @@ def test_protocol_picks_the_tokenizer(clip_dir, tmp_path):
 
 
 @pytest.mark.parametrize("broken, message", [
-    ("merges.txt", "cannot read .*merges.txt"),
+    ("merges.txt", "has vocab.json but no merges.txt"),
     ("vocab.json", "missing config file .*vocab.json"),
     ("bad-merge", "merges.txt line 2 is not a pair of symbols"),
     ("list-vocab", "vocab.json must hold a JSON object, got list"),
@@ -156,6 +116,17 @@ def test_broken_folders_are_one_line_errors(clip_dir, tmp_path, broken, message)
     with pytest.raises(ConfigError, match=message) as info:
         ClipTokenizer.load(folder)
     assert "\n" not in str(info.value)
+
+
+def test_tokenizer_json_alone_gives_the_same_ids(clip_dir, tmp_path):
+    """transformers 5 saves only tokenizer.json (the BPE model inside); it is read when vocab.json is absent."""
+    hf = transformers.CLIPTokenizer(str(clip_dir / "vocab.json"), str(clip_dir / "merges.txt"))
+    hf.save_pretrained(str(tmp_path / "tok"))
+    for name in ("vocab.json", "merges.txt"):
+        (tmp_path / "tok" / name).unlink(missing_ok=True)
+    assert (tmp_path / "tok" / "tokenizer.json").is_file()
+    prompts = PROMPTS + [p for p, _ in eval_prompts(3, 20)]
+    np.testing.assert_array_equal(ClipTokenizer.load(tmp_path / "tok").encode(prompts).ids, hf_ids(clip_dir, prompts))
 
 
 def test_word_level_tokenizer_names_dropped_words_too():

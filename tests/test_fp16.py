@@ -30,7 +30,8 @@ def test_fp16_manifest_records_precision_io_dtypes_and_validation(export_fp16_di
     for name, comp in manifest["components"].items():
         v = comp["validation"]
         assert v["reference"] == "torch fp32" and v["nonfinite"] == 0 and v["precision"] == comp["precision"]
-        assert v["tolerance"] == ({"atol": 2e-2, "rtol": 2e-2} if comp["precision"] == "fp16" else {"atol": 1e-4, "rtol": 1e-3})
+        fp32 = {"atol": 3e-4 if name.startswith("vae") else 1e-4, "rtol": 1e-3}  # the VAE's bound is optimum's
+        assert v["tolerance"] == ({"atol": 2e-2, "rtol": 2e-2} if comp["precision"] == "fp16" else fp32)
 
 
 @pytest.mark.parametrize("component", ["unet", "text_encoder"])

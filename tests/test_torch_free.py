@@ -39,3 +39,13 @@ def test_export_without_torch_is_a_clear_error(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "error: this command needs torch and onnx (torch is missing): pip install 'difftrt[export]'"]
+
+
+def test_stable_diffusion_export_samples_without_torch_diffusers_or_transformers(sd_tiny_export, tmp_path):
+    out = tmp_path / "sd.png"
+    code = BLOCK_TORCH + "".join(f"sys.modules[{m!r}] = None\n" for m in ("diffusers", "transformers", "tokenizers")) + (
+        "from difftrt.cli import main\n"
+        f"main(['sample', '--engine', {str(sd_tiny_export)!r}, '--steps', '3', '--out', {str(out)!r}, '-q'])\n")
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -24,14 +24,14 @@ def _torch_sample(ckpt: str, steps: int, guidance: float, threads: int, out: Pat
     from difftrt import default_model
     from difftrt.backends.torch_ref import torch_engines
     from difftrt.images import save_png
-    from difftrt.models import checkpoint
+    from difftrt.exporter.sources import load_source
     from difftrt.pipeline import SampleRequest, Text2ImagePipeline
     from difftrt.schedulers import from_config
 
     import torch
 
     torch.set_num_threads(threads)
-    ckpt_obj = default_model.load_checkpoint() if ckpt == "default" else checkpoint.load(Path(ckpt))
+    ckpt_obj = default_model.load_checkpoint() if ckpt == "default" else load_source(Path(ckpt))
     pipe = Text2ImagePipeline(torch_engines(ckpt_obj), ckpt_obj.tokenizer, ckpt_obj.config)
     request = SampleRequest(prompt, steps=steps, guidance=guidance)
     save_png(pipe(request, from_config(ckpt_obj.scheduler_config)).images, out)

@@ -13,15 +13,15 @@ from difftrt.pipeline import Text2ImagePipeline
 
 def source_checkpoint(artifact: Artifact, ckpt: Path | None = None) -> Any:
     """The checkpoint an export came from: ``ckpt``, the folder its manifest records, or the default model."""
-    from difftrt.models import checkpoint
+    from difftrt.exporter.sources import load_source
 
     source = artifact.manifest.get("source_checkpoint")
     if ckpt is not None:
-        return checkpoint.load(ckpt)
+        return load_source(ckpt)
     if source == default_model.SOURCE:
         return default_model.load_checkpoint()
     if source and Path(source).is_dir():
-        return checkpoint.load(Path(source))
+        return load_source(Path(source))
     raise ArtifactError(f"cannot find the checkpoint {source!r} this export came from; pass --ckpt or --no-torch")
 
 

@@ -13,11 +13,14 @@ tensors (latent size, context width and length), so the same pipeline and adapte
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from difftrt.config import ModelConfig, TextEncoderConfig, UNetConfig, VAEConfig
+from difftrt.config import ModelConfig
 from difftrt.errors import DependencyError
+from difftrt.models.diffusers_folder import model_config as diffusers_model_config
 
 SD15_UNET = {
     "sample_size": 64, "in_channels": 4, "out_channels": 4, "center_input_sample": False, "flip_sin_to_cos": True,
@@ -70,60 +73,68 @@ ARCHITECTURES = {a.name: a for a in (SD15, TINY)}
 
 def model_config(arch: Architecture) -> ModelConfig:
     """The difftrt ``ModelConfig`` whose specs match the architecture's tensors (it never builds modules)."""
-    u, v, t = arch.unet, arch.vae, arch.text
-    groups = u.get("norm_num_groups", 32)
-    return ModelConfig(
-        unet=UNetConfig(in_channels=u["in_channels"], out_channels=u["out_channels"],
-                        block_channels=tuple(u["block_out_channels"]), cross_attention_dim=u["cross_attention_dim"],
-                        norm_groups=groups, sample_size=u["sample_size"], attention_levels=()),
-        vae=VAEConfig(in_channels=v["in_channels"], latent_channels=v["latent_channels"],
-                      block_channels=tuple(v["block_out_channels"]), norm_groups=v.get("norm_num_groups", 32),
-                      scaling_factor=v["scaling_factor"], sample_size=v["sample_size"]),
-        text_encoder=TextEncoderConfig(vocab_size=t["vocab_size"], max_length=t["max_position_embeddings"],
-                                       hidden_size=t["hidden_size"], num_layers=t["num_hidden_layers"],
-                                       num_heads=t["num_attention_heads"]),
-    )
+    return diffusers_model_config(arch.unet, arch.vae, arch.text, arch.text["max_position_embeddings"])
 
 
-def random_modules(arch: Architecture, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
-    """{"text_encoder", "unet", "vae_decoder"}: random-weight fp32 modules in eval mode, wrapped for ``TorchEngine``.
-    Needs diffusers and transformers (``pip install diffusers transformers``); nothing is downloaded."""
+def _diffusers_modules(arch: Architecture, seed: int, device: str) -> tuple[Any, Any, Any]:
     try:
         import torch
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextConfig, CLIPTextModel
     except ImportError as exc:
-        raise DependencyError(f"the {arch.name} benchmark builds diffusers/transformers modules ({exc}); "
-                              "pip install diffusers transformers") from None
-    from torch import nn
-
-    class UNetCall(nn.Module):
-        def __init__(self, unet: nn.Module) -> None:
-            super().__init__()
-            self.unet = unet
-
-        def forward(self, sample: Any, timestep: Any, encoder_hidden_states: Any) -> Any:
-            return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
-
-    class DecoderCall(nn.Module):
-        def __init__(self, vae: nn.Module) -> None:
-            super().__init__()
-            self.vae = vae
-
-        def forward(self, latent_sample: Any) -> Any:
-            return self.vae.decode(latent_sample, return_dict=False)[0]
-
-    class TextCall(nn.Module):
-        def __init__(self, text: nn.Module) -> None:
-            super().__init__()
-            self.text = text
-
-        def forward(self, input_ids: Any) -> Any:
-            return self.text(input_ids=input_ids, return_dict=False)[0]  # last_hidden_state
-
+        raise DependencyError(f"the {arch.name} architecture is built with diffusers/transformers ({exc}); "
+                              "pip install 'difftrt[export]'") from None
     torch.manual_seed(seed)
     with torch.device(device):
-        modules = {"text_encoder": TextCall(CLIPTextModel(CLIPTextConfig(**arch.text))),
-                   "unet": UNetCall(UNet2DConditionModel(**arch.unet)),
-                   "vae_decoder": DecoderCall(AutoencoderKL(**arch.vae))}
-    return {name: m.eval() for name, m in modules.items()}
+        unet, vae = UNet2DConditionModel(**arch.unet), AutoencoderKL(**arch.vae)
+        text = CLIPTextModel(CLIPTextConfig(**arch.text))
+    return unet.eval(), vae.eval(), text.eval()
+
+
+def random_modules(arch: Architecture, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+    """{"text_encoder", "unet", "vae_decoder", "vae_encoder"}: random-weight fp32 modules in eval mode, wrapped for
+    ``TorchEngine``. Needs diffusers and transformers; nothing is downloaded."""
+    from difftrt.models.diffusers_modules import component_calls
+
+    return component_calls(*_diffusers_modules(arch, seed, device))
+
+
+def byte_tokenizer(folder: Path, vocab_size: int, max_length: int = 77) -> Path:
+    """A valid CLIP-format tokenizer/ folder without merges (every byte its own token), padded with unused
+    entries to ``vocab_size`` with the specials last, as CLIP's are: for random-weight models, where no
+    real vocabulary may be downloaded."""
+    from difftrt.models.clip_tokenizer import ClipTokenizer, byte_to_unicode
+
+    base = list(byte_to_unicode().values())
+    words = base + [c + "</w>" for c in base]
+    words += [f"<|unused{i}|>" for i in range(vocab_size - 2 - len(words))] + ["<|startoftext|>", "<|endoftext|>"]
+    ClipTokenizer({w: i for i, w in enumerate(words)}, [], max_length).save(folder)
+    return folder
+
+
+def save_random_pipeline(arch: Architecture, out: Path, tokenizer_dir: Path | None = None, seed: int = 0,
+                         overwrite: bool = False) -> Path:
+    """Write the architecture with random weights as a diffusers ``StableDiffusionPipeline`` folder (safetensors),
+    atomically. ``tokenizer_dir``: a CLIP tokenizer/ folder; its size and specials set the text encoder's
+    vocabulary. Default: ``byte_tokenizer`` at the architecture's vocabulary size."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    from difftrt.fileio import atomic_dir
+    from difftrt.models.clip_tokenizer import ClipTokenizer
+
+    with atomic_dir(Path(out), overwrite) as tmp:
+        if tokenizer_dir is None:
+            tokenizer_dir = byte_tokenizer(tmp / "_tokenizer", arch.text["vocab_size"])
+        ours = ClipTokenizer.load(tokenizer_dir)
+        text = {**arch.text, "vocab_size": len(ours), "bos_token_id": ours.bos, "eos_token_id": ours.eos,
+                "pad_token_id": ours.pad}
+        unet, vae, text_encoder = _diffusers_modules(replace(arch, text=text), seed, "cpu")
+        tokenizer = CLIPTokenizer(str(tokenizer_dir / "vocab.json"), str(tokenizer_dir / "merges.txt"),
+                                  model_max_length=ours.max_length)
+        pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                       scheduler=PNDMScheduler.from_config(arch.scheduler), safety_checker=None,
+                                       feature_extractor=None, requires_safety_checker=False)
+        pipe.save_pretrained(str(tmp), safe_serialization=True)
+        shutil.rmtree(tmp / "_tokenizer", ignore_errors=True)
+    return Path(out)

@@ -35,13 +35,13 @@ def say(quiet: bool) -> Callable[[str], None]:
 
 
 def needs_export_extra() -> tuple[Any, Any]:
-    """(checkpoint module, export_checkpoint), or a one-line error naming the extra to install."""
+    """(load_source, export_checkpoint), or a one-line error naming the extra to install."""
     try:
         from difftrt.exporter.onnx import export_checkpoint
-        from difftrt.models import checkpoint
+        from difftrt.exporter.sources import load_source
     except ImportError as exc:
         raise DependencyError(f"this command needs torch and onnx ({exc.name} is missing): pip install 'difftrt[export]'") from None
-    return checkpoint, export_checkpoint
+    return load_source, export_checkpoint
 
 
 def torch_available() -> bool:

@@ -21,7 +21,8 @@ def init_checkpoint(out: Path, preset: str, seed: int, overwrite: bool) -> None:
     \b
       difftrt init-checkpoint --out ckpt/tiny --preset tiny --seed 0
     """
-    checkpoint, _ = needs_export_extra()
+    needs_export_extra()
+    from difftrt.models import checkpoint
     from difftrt.train.presets import preset_config
 
     checkpoint.save(checkpoint.create(preset_config(preset), seed=seed), out, overwrite=overwrite)

@@ -56,6 +56,7 @@ class Checkpoint:
     text_encoder: TextEncoder
     tokenizer: Tokenizer
     scheduler_config: dict
+    default_min_size = None  # ranges start at the model's factor: small models run at any multiple of it
 
     def modules(self) -> dict[str, nn.Module]:
         return {"unet": self.unet, "vae": self.vae, "text_encoder": self.text_encoder}

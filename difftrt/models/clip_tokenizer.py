@@ -18,6 +18,7 @@ regex engine was built with: characters assigned in between can be classed diffe
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
@@ -60,6 +61,47 @@ def _special(config: dict[str, Any], key: str, default: str) -> str:
     return value.get("content", default) if isinstance(value, dict) else str(value)
 
 
+def _merges_txt(path: Path) -> list[tuple[str, str]]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    merges = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or (number == 1 and line.startswith("#version")):
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise ConfigError(f"{path} line {number} is not a pair of symbols: {line!r}")
+        merges.append((parts[0], parts[1]))
+    return merges
+
+
+def read_vocab(folder: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The vocabulary and merges: from vocab.json + merges.txt (as Stable Diffusion folders ship them), else from
+    the BPE model inside tokenizer.json (what transformers 5 saves instead)."""
+    if (folder / "vocab.json").is_file() or not (folder / "tokenizer.json").is_file():
+        if not (folder / "merges.txt").is_file() and (folder / "vocab.json").is_file():
+            raise ConfigError(f"{folder} has vocab.json but no merges.txt (a CLIP tokenizer needs both)")
+        vocab, merges = read_json(folder / "vocab.json"), _merges_txt(folder / "merges.txt")
+        source = folder / "vocab.json"
+    else:
+        model = read_json(folder / "tokenizer.json").get("model")
+        source = folder / "tokenizer.json"
+        if not isinstance(model, dict) or model.get("type") != "BPE":
+            raise ConfigError(f"{source} does not hold a BPE model (a CLIP tokenizer's)")
+        vocab = model.get("vocab")
+        try:
+            merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model.get("merges", [])]
+        except TypeError:
+            merges = [()]
+        if not all(len(m) == 2 and all(isinstance(x, str) for x in m) for m in merges):
+            raise ConfigError(f"{source}: the BPE merges must be pairs of symbols")
+    if not isinstance(vocab, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in vocab.items()):
+        raise ConfigError(f"{source} must map tokens to integer ids (a CLIP vocabulary)")
+    return vocab, merges  # type: ignore[return-value]
+
+
 class ClipTokenizer:
     """Prompts -> (B, model_max_length) int64 ids; ``encode`` returns what ``Text2ImagePipeline`` expects."""
 
@@ -71,7 +113,8 @@ class ClipTokenizer:
                 raise ConfigError(f"the tokenizer's {name} token {token!r} is not in its vocab.json")
         if max_length < 2:
             raise ConfigError(f"model_max_length must be >= 2, got {max_length}")
-        self.vocab, self.max_length = vocab, max_length
+        self.vocab, self.max_length, self.merges = vocab, max_length, list(merges)
+        self.tokens = {"bos_token": bos, "eos_token": eos, "pad_token": pad, "unk_token": unk}
         self.ranks = {pair: i for i, pair in enumerate(merges)}
         self.bos, self.eos, self.pad, self.unk = (vocab[t] for t in (bos, eos, pad, unk))
         self.specials = {bos: self.bos, eos: self.eos}
@@ -90,21 +133,7 @@ class ClipTokenizer:
         specials = read_json(folder / "special_tokens_map.json") if (folder / "special_tokens_map.json").is_file() else {}
         # as transformers: special_tokens_map.json wins, unless the config lists its added tokens itself
         config = {**config, **specials} if "added_tokens_decoder" not in config else {**specials, **config}
-        vocab = read_json(folder / "vocab.json")
-        if not all(isinstance(k, str) and isinstance(v, int) for k, v in vocab.items()):
-            raise ConfigError(f"{folder / 'vocab.json'} must map tokens to integer ids (a CLIP vocabulary)")
-        try:
-            lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise ConfigError(f"cannot read {folder / 'merges.txt'}: {exc.strerror or exc}") from None
-        merges = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip() or (number == 1 and line.startswith("#version")):
-                continue
-            parts = line.split()
-            if len(parts) != 2:
-                raise ConfigError(f"{folder / 'merges.txt'} line {number} is not a pair of symbols: {line!r}")
-            merges.append((parts[0], parts[1]))
+        vocab, merges = read_vocab(folder)
         max_length = int(config.get("model_max_length", 77))
         if max_length > 10**6:  # transformers' "no limit" sentinel; SD's CLIP is 77
             max_length = 77
@@ -114,6 +143,20 @@ class ClipTokenizer:
 
     def __len__(self) -> int:
         return len(self.vocab)
+
+    def config(self) -> dict[str, Any]:
+        """``tokenizer_config.json`` as ``save`` writes it (and the export manifest records)."""
+        return {"tokenizer_class": "CLIPTokenizer", "model_max_length": self.max_length, **self.tokens}
+
+    def save(self, folder: Path) -> None:
+        """The CLIP files this tokenizer reads back identically: vocab.json, merges.txt (in rank order) and a
+        tokenizer_config.json naming its special tokens."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "vocab.json").write_text(json.dumps(self.vocab, ensure_ascii=False) + "\n", encoding="utf-8")
+        (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in self.merges),
+                                           encoding="utf-8")
+        (folder / "tokenizer_config.json").write_text(json.dumps(self.config(), indent=2) + "\n", encoding="utf-8")
 
     def bpe(self, piece: str) -> list[int]:
         """One pre-tokenised piece (byte-mapped characters) -> its token ids: the adjacent pair of lowest merge

@@ -184,21 +184,32 @@ DEFAULT_MAX_BATCH = 8  # images per call; TensorRT's demo uses 4 for dynamic sha
 
 
 def component_specs(cfg: ModelConfig, max_batch: int = DEFAULT_MAX_BATCH,
-                    precision: Mapping[str, Precision] | None = None) -> dict[str, ComponentSpec]:
+                    precision: Mapping[str, Precision] | None = None,
+                    max_size: int | None = None, min_size: int | None = None) -> dict[str, ComponentSpec]:
     """The four exported components of a text-to-image model, for up to ``max_batch`` images per call.
 
     Ranges: images 1..max_batch (opt 1); the U-Net 1..2·max_batch rows (opt 2: one guided image); latent
     sides from the U-Net's downsampling factor to 2× the default size (opt: the default size), as TensorRT's
-    demo profiles Stable Diffusion 1.5 from 256 to 1024 pixels around 512."""
+    demo profiles Stable Diffusion 1.5 from 256 to 1024 pixels around 512. ``max_size`` and ``min_size``
+    (pixels, multiples of the model's factor) move the largest and smallest sides; opt stays inside them."""
     if max_batch < 1:
         raise ShapeError(f"max_batch must be >= 1, got {max_batch}")
     precision = precision or {}
     te, u, v = cfg.text_encoder, cfg.unet, cfg.vae
     s, f, m = u.sample_size, v.downsample_factor, u.downsample_factor
+    for what, size in (("max", max_size), ("min", min_size)):
+        if size is not None and (size <= 0 or size % cfg.latent_factor):
+            raise ShapeError(f"{what} size must be a positive multiple of {cfg.latent_factor} pixels for this model, "
+                             f"got {size}")
+    top = 2 * s if max_size is None else max_size // f
+    m = m if min_size is None else min_size // f
+    if m > top:
+        raise ShapeError(f"min size {m * f} exceeds max size {top * f} pixels")
+    s = min(max(s, m), top)
     images = DimRange("batch", 1, 1, max_batch)
     unet_rows = DimRange("batch", 1, 2, 2 * max_batch)
-    lat = (DimRange("latent_height", m, s, 2 * s), DimRange("latent_width", m, s, 2 * s))
-    img = (DimRange("image_height", m * f, s * f, 2 * s * f), DimRange("image_width", m * f, s * f, 2 * s * f))
+    lat = (DimRange("latent_height", m, s, top), DimRange("latent_width", m, s, top))  # m: the smallest side
+    img = (DimRange("image_height", m * f, s * f, top * f), DimRange("image_width", m * f, s * f, top * f))
 
     def spec(name: str, inputs: list[tuple], outputs: list[tuple], ranges: tuple[DimRange, ...]) -> ComponentSpec:
         p = precision.get(name, Precision.FP32)

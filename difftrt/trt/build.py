@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from difftrt.artifact import Artifact, Verify, open_artifact
+from difftrt.artifact import Artifact, Verify, component_digest, open_artifact
 from difftrt.errors import ArtifactError, DependencyError, UsageError
 from difftrt.fileio import atomic_dir
 from difftrt.models.specs import COMPONENTS, ComponentSpec
@@ -136,7 +136,7 @@ def build_engines(export: Path, out: Path | None = None, archs: tuple[str, ...] 
     with atomic_dir(out, overwrite=True) as tmp:
         for name, spec in specs.items():
             onnx_rel = artifact.manifest["components"][name]["file"]
-            onnx_sha = artifact.manifest["files"][onnx_rel]["sha256"]
+            onnx_sha = component_digest(artifact.manifest, name)
             for arch in archs:
                 plans.append(_one_plan(trt, artifact, tmp, name, spec, arch, onnx_rel, onnx_sha, previous, out, progress))
         shutil.copytree(artifact.folder / "tokenizer", tmp / "tokenizer")
