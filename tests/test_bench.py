@@ -152,3 +152,32 @@ def test_a_failing_backend_leaves_the_race_with_its_reason(export_dir):
                             SampleRequest("a red circle", steps=2), runs=2, warmup=1)
     assert out["broken"]["error"].startswith("failed: ArtifactError") and "not the unet" in out["broken"]["error"]
     assert len(out["good"]["raw_ms"]["total"]) == 2
+
+
+def test_arch_bench_exports_in_a_child_and_times_each_component(tmp_path):
+    """The SD-1.5 bench's whole path at test size: random diffusers folder, child export, component race."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
+    out = tmp_path / "arch.json"
+    result = CliRunner().invoke(main, ["bench", "--arch", "sd-tiny", "--random-weights", "--cache", str(tmp_path),
+                                       "--runs", "2", "--warmup", "0", "--threads", "1", "--json", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert (tmp_path / "sd-tiny-random" / "model_index.json").is_file()
+    assert record["export_run"]["peak_rss_mib"] > 100  # the child's own peak: torch alone is more
+    assert record["export_memory_estimate_mib"] > record["export_run"]["peak_rss_mib"]
+    labels = {"onnxruntime cpu fp32 (1 threads)", "torch fp32 eager"} | (
+        {"torch bf16 autocast"} if native_bf16(cpu_flags()) else set())
+    for stage, want in (("text_encoder", {"input_ids": [1, 77]}), ("vae_decoder", {"latent_sample": [1, 4, 16, 16]})):
+        assert record["components"][stage]["inputs"] == want
+    for stage, component in record["components"].items():
+        assert set(component["rows"]) == labels, stage
+        ort = component["rows"]["onnxruntime cpu fp32 (1 threads)"]
+        assert ort["n"] == 2 and ort["max_abs_diff"] < 1e-3 and ort["finite"]
+        assert component["rows"]["torch fp32 eager"]["speedup_vs_reference"]["median"] == 1.0
+    assert record["components"]["unet"]["inputs"]["encoder_hidden_states"] == [2, 77, 32]
+
+
+def test_arch_bench_needs_random_weights():
+    result = CliRunner().invoke(main, ["bench", "--arch", "sd15"])
+    assert result.exit_code == 2 and "--random-weights" in result.output

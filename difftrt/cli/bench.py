@@ -43,10 +43,16 @@ from difftrt.errors import DependencyError, UsageError
               help="Write a PNG: latency by stage and backend, and the sweeps (needs difftrt[plot]).")
 @click.option("--compare", "compare_paths", type=click.Path(path_type=Path), nargs=2, default=None,
               help="OLD.json NEW.json: print the change per figure, flagging only changes beyond the spread.")
+@click.option("--arch", type=click.Choice(["sd15", "sd-tiny"]), default=None,
+              help="Instead: one call per component of this architecture at its real size (sd15: Stable Diffusion "
+                   "1.5, 512x512), exported and timed in ONNX Runtime, torch fp32 and torch bf16; needs --random-weights.")
+@click.option("--random-weights", is_flag=True, help="With --arch: random weights (nothing is downloaded).")
+@click.option("--cache", type=click.Path(path_type=Path), default=Path("export"), show_default=True,
+              help="With --arch: where the random-weight folder and its export are kept between runs.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not print the tables or progress.")
 def bench(engine, fp16_engine, trt_engine, prompt, steps, guidance, num_images, runs, warmup, threads, scheduler,
           with_torch, compile_, ckpt, sweep, cold_runs, eval_prompts, json_path, md_path, plot_path, compare_paths,
-          quiet) -> None:
+          arch, random_weights, cache, quiet) -> None:
     """Time every backend side by side on the same inputs: per-stage latency (median and spread of N runs
     after warm-up), ratios against the torch fp32 reference and the strongest torch, fidelity, roofline.
 
@@ -54,6 +60,7 @@ def bench(engine, fp16_engine, trt_engine, prompt, steps, guidance, num_images, 
       difftrt bench --runs 10 --json bench.json --markdown bench.md
       difftrt bench --engine export/tiny --fp16-engine export/tiny-fp16 --sweep --cold-runs 3 --plot bench.png
       difftrt bench --compare old.json new.json
+      difftrt bench --arch sd15 --random-weights --runs 5 --json sd15.json --markdown sd15.md
     """
     from difftrt.fileio import check_writable_file, write_bytes_atomic
 
@@ -64,6 +71,8 @@ def bench(engine, fp16_engine, trt_engine, prompt, steps, guidance, num_images, 
         old, new = (read_json(p) for p in compare_paths)
         click.echo(format_compare(compare(old, new, *map(str, compare_paths))))
         return
+    if arch or random_weights:
+        return _arch_bench(arch, random_weights, cache, runs, warmup, threads, json_path, md_path, quiet)
     from difftrt.bench.report import format_record
     from difftrt.bench.run import run_bench
     from difftrt.pipeline import SampleRequest
@@ -96,6 +105,36 @@ def bench(engine, fp16_engine, trt_engine, prompt, steps, guidance, num_images, 
         plot_record(result, plot_path)
     if not quiet:
         click.echo(format_record(result))
+
+
+def _arch_bench(arch, random_weights, cache, runs, warmup, threads, json_path, md_path, quiet) -> None:
+    import sys
+
+    from difftrt.artifact import library_versions
+    from difftrt.bench.arch import format_arch_record, run_arch_bench
+    from difftrt.bench.sd15 import ARCHITECTURES
+    from difftrt.bench.timing import record_header
+    from difftrt.fileio import check_writable_file, write_bytes_atomic
+
+    if not (arch and random_weights):
+        raise UsageError("--arch builds the architecture with random weights: pass both --arch and --random-weights "
+                         "(for your own weights: difftrt export --ckpt DIR, then difftrt bench --engine export/NAME)")
+    if runs < 1 or warmup < 0:
+        raise UsageError(f"--runs must be >= 1 and --warmup >= 0, got {runs}, {warmup}")
+    if not torch_available():
+        raise DependencyError("--arch needs torch, diffusers and transformers: pip install 'difftrt[export]'")
+    for path in (json_path, md_path):
+        if path is not None:
+            check_writable_file(path)
+    record = {**record_header(" ".join(["difftrt"] + sys.argv[1:]), library_versions()),
+              **run_arch_bench(ARCHITECTURES[arch], cache, runs, warmup,
+                               threads, progress=say(quiet))}
+    if json_path:
+        write_bytes_atomic(json_path, (json.dumps(record, indent=2, default=str) + "\n").encode())
+    if md_path:
+        write_bytes_atomic(md_path, (format_arch_record(record, markdown=True) + "\n").encode())
+    if not quiet:
+        click.echo(format_arch_record(record))
 
 
 @click.command("eval")
