@@ -207,3 +207,23 @@ def test_fp16_variant_weights_are_found_and_loaded_as_fp32(sd_tiny_dir, tmp_path
     want = load_file(str(folder / "unet" / "diffusion_pytorch_model.fp16.safetensors"))
     name, value = next(iter(want.items()))
     torch.testing.assert_close(unet.state_dict()[name], value.float())
+
+
+def test_v_prediction_from_the_folder_matches_the_pipeline(sd_tiny_dir, tmp_path):
+    """SD 2.x's v-prediction is a scheduler-config setting the export carries to every sampling run."""
+    folder = broken_copy(sd_tiny_dir, tmp_path, lambda f: _edit_json(f / "scheduler" / "scheduler_config.json",
+                                                                     prediction_type="v_prediction"))
+    assert export(folder, tmp_path / "e").exit_code == 0
+    pipe, artifact = load_pipeline(tmp_path / "e")
+    assert artifact.scheduler_config["prediction_type"] == "v_prediction"
+    reference = diffusers.StableDiffusionPipeline.from_pretrained(str(folder), local_files_only=True,
+                                                                  safety_checker=None, requires_safety_checker=False)
+    reference.set_progress_bar_config(disable=True)
+    latents = np.random.default_rng(11).standard_normal((1, 4, 16, 16), dtype=np.float32)
+    for name in ("ddim", "euler"):
+        scheduler = from_config(artifact.scheduler_config, name)
+        result = pipe(SampleRequest(PROMPT, negative_prompt=NEGATIVE, steps=STEPS, guidance=GUIDANCE,
+                                    latents=latents), scheduler)
+        ours = np.clip(to_host(pipe.decode(result.latents)).transpose(0, 2, 3, 1) / 2 + 0.5, 0.0, 1.0)
+        theirs = diffusers_image(reference, type(scheduler).__name__, latents)
+        assert np.abs(ours - theirs).max() < 1e-3, name

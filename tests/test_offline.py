@@ -86,3 +86,25 @@ def test_tracer_sees_telemetry_when_user_opts_in(export_dir, tmp_path):
     so the test above can fail. The namespace has no route out: the attempts end in ENETUNREACH."""
     attempts = traced_connects(export_dir, tmp_path, seconds=25, ORT_DISABLE_TELEMETRY="0")
     assert any("AF_INET" in a for a in attempts), "expected onnxruntime telemetry DNS attempts in the control run"
+
+
+HUB_VARIABLES = ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "TRANSFORMERS_OFFLINE", "DIFFUSERS_OFFLINE")
+
+
+@pytest.mark.slow
+@needs_trace
+def test_importing_a_diffusers_folder_makes_no_network_attempt(sd_tiny_dir, tmp_path):
+    """diffusers and transformers load a Stable Diffusion folder with no hub variable set by the caller: difftrt
+    sets them itself and passes local_files_only, so not even a DNS lookup is tried, and $HOME stays empty."""
+    home = tmp_path / "home"
+    home.mkdir()
+    log = tmp_path / "strace.txt"
+    env = {k: v for k, v in clean_env(home).items() if k not in HUB_VARIABLES}
+    cmd = ["unshare", "-n", "strace", "-f", "-qq", "-e", "trace=connect,sendto", "-o", str(log), sys.executable,
+           "-m", "difftrt", "export", "--ckpt", str(sd_tiny_dir), "--out", str(tmp_path / "e"), "-q"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    attempts = [ln for ln in log.read_text().splitlines()
+                if ("connect(" in ln or "sendto(" in ln) and "AF_UNIX" not in ln]
+    assert attempts == []
+    assert list(home.rglob("*")) == []

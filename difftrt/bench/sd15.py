@@ -117,12 +117,16 @@ def save_random_pipeline(arch: Architecture, out: Path, tokenizer_dir: Path | No
     """Write the architecture with random weights as a diffusers ``StableDiffusionPipeline`` folder (safetensors),
     atomically. ``tokenizer_dir``: a CLIP tokenizer/ folder; its size and specials set the text encoder's
     vocabulary. Default: ``byte_tokenizer`` at the architecture's vocabulary size."""
+    import diffusers
+    import transformers
     from diffusers import PNDMScheduler, StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
     from difftrt.fileio import atomic_dir
     from difftrt.models.clip_tokenizer import ClipTokenizer
 
+    for library in (diffusers, transformers):
+        library.utils.logging.disable_progress_bar()
     with atomic_dir(Path(out), overwrite) as tmp:
         if tokenizer_dir is None:
             tokenizer_dir = byte_tokenizer(tmp / "_tokenizer", arch.text["vocab_size"])

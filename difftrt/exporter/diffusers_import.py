@@ -3,7 +3,6 @@ transformers, the export-time extra; sampling never does). ``inspect_folder`` ha
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from difftrt.errors import ArtifactError, DependencyError, first_line
 from difftrt.models.clip_tokenizer import ClipTokenizer
 from difftrt.models.diffusers_folder import PipelineFolder, available_memory, check_memory, inspect_folder
 from difftrt.models.diffusers_modules import component_calls
+from difftrt.offline import apply_offline_defaults
 
 
 @dataclass
@@ -39,12 +39,6 @@ class ImportedPipeline:
         return max(factor, self.config.vae.sample_size // 2 // factor * factor)
 
 
-def _offline() -> None:
-    # local_files_only on every call already forbids the hub; these make any other path in the libraries fail too
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
-        os.environ.setdefault(var, "1")
-
-
 def load_diffusers_folder(root: Path, available: int | None = -1,
                           progress: Callable[[str], None] = lambda _: None) -> ImportedPipeline:
     """The folder's U-Net, VAE and CLIP text encoder in fp32 eval mode, its tokenizer and scheduler config.
@@ -52,7 +46,7 @@ def load_diffusers_folder(root: Path, available: int | None = -1,
     ``available``: bytes of memory to check the export's estimate against (-1: read the machine's, None: skip)."""
     folder = inspect_folder(Path(root))
     check_memory(folder, available_memory() if available == -1 else available)
-    _offline()
+    apply_offline_defaults()  # local_files_only on every call forbids the hub; this covers the libraries' other paths
     try:
         import diffusers
         import torch

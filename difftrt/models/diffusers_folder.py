@@ -36,10 +36,12 @@ FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 UNSUPPORTED_UNET_KEYS = ("addition_embed_type", "class_embed_type", "time_cond_proj_dim", "encoder_hid_dim")
 CONVERT_HINT = ("convert it once with diffusers, in an environment you trust: "
                 "StableDiffusionPipeline.from_pretrained(DIR).save_pretrained(NEW_DIR, safe_serialization=True)")
-# Export peak memory, measured (benchmarks/results/*-sd15-cpu.md): every component's fp32 weights stay loaded as the
-# torch reference; exporting the largest one adds the traced graph's initialisers, the ONNX file being written and
-# the ONNX Runtime session that validates it, about three more copies of its weights.
-EXPORT_COPIES = 3.0
+# Export peak memory: every component's fp32 weights stay loaded as the torch reference; exporting the largest one
+# adds the traced graph's initialisers, the ONNX file being written and the ONNX Runtime session that validates it.
+# Measured on SD-1.5 (benchmarks/results/2026-12-02-bench-sd15-random-cpu.md): peak RSS 11,285 MiB = 4,067 MiB of
+# weights + 1,024 + 1.9 x the U-Net's 3,278 MiB; 2.5 copies keep the estimate ~18 % above that. Activations at the
+# largest validated size come on top (small at 512 px, batch 2; not at 1024 px, batch 16).
+EXPORT_COPIES = 2.5
 OVERHEAD_BYTES = 1 << 30  # interpreter, torch, onnxruntime and validation activations
 
 
