@@ -19,7 +19,8 @@ from difftrt.backends.base import Engine
 from difftrt.config import ModelConfig
 from difftrt.errors import UsageError
 from difftrt.models.tokenizer import Encoding
-from difftrt.sampling import StepCallback, denoise_loop, unet_denoiser
+from difftrt.batching import SamplerState, batched_step
+from difftrt.sampling import StepCallback
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,8 @@ class Text2ImagePipeline:
         x_T = (x_T * np.float32(scheduler.init_noise_sigma)).astype(np.float32)
         return self.engines["unet"].asarray(x_T, "float32")  # onto the U-Net's device, once
 
-    def __call__(self, req: SampleRequest, scheduler: Any, callback: StepCallback | None = None) -> SampleResult:
+    def start(self, req: SampleRequest, scheduler: Any, callback: StepCallback | None = None) -> SamplerState:
+        """Everything before the first step: checks, prompt states, initial latents on the U-Net's device."""
         req.check()
         shape = self.latent_shape(req)
         rng = np.random.default_rng(req.seed)
@@ -158,9 +160,24 @@ class Text2ImagePipeline:
         x = self.initial_latents(req, shape, scheduler, timesteps[:1], rng)
         cond, encoding = self.encode_prompt([req.prompt] * req.num_images)
         uncond = self.encode_prompt([req.negative_prompt] * req.num_images)[0] if req.guidance != 1.0 else None
-        denoise = unet_denoiser(self.components["unet"], cond, uncond, req.guidance)
         step_kwargs = {"eta": req.eta} if req.eta else {}  # schedulers without η refuse a non-zero one
-        latents = denoise_loop(scheduler, denoise, x, timesteps, rng, step_kwargs, callback)
-        images = to_uint8(to_host(self.decode(latents)))
+        return SamplerState(scheduler, timesteps, x, cond, uncond, req.guidance, rng, step_kwargs, callback,
+                            encoding=encoding)
+
+    def step(self, states: list[SamplerState]) -> int:
+        """One denoising step for every state, in one U-Net call (``batching.batched_step``); returns its rows."""
+        return batched_step(self.components["unet"], states)
+
+    def finish(self, state: SamplerState) -> SampleResult:
+        """Decode a finished state's latents into images."""
+        images = to_uint8(to_host(self.decode(state.x)))
+        encoding = state.encoding
         dropped = encoding.dropped[0] if encoding.dropped else ""
-        return SampleResult(images, to_host(latents), encoding.truncated[0], encoding.unknown_words, dropped)
+        return SampleResult(images, to_host(state.x), encoding.truncated[0], encoding.unknown_words, dropped)
+
+    def __call__(self, req: SampleRequest, scheduler: Any, callback: StepCallback | None = None) -> SampleResult:
+        """One request alone: the one-state case of step-level batching."""
+        state = self.start(req, scheduler, callback)
+        while not state.done:
+            self.step([state])
+        return self.finish(state)

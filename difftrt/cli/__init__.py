@@ -74,9 +74,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from difftrt.cli import bench, build, export, sample, train
+    from difftrt.cli import bench, build, export, sample, serve, train
 
-    for module in (sample, export, build, bench, train):
+    for module in (sample, export, build, bench, serve, train):
         for command in module.COMMANDS:
             main.add_command(command)
 
