@@ -25,10 +25,33 @@ def grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
     return out
 
 
-def png_bytes(image: np.ndarray) -> bytes:
+def png_bytes(image: np.ndarray, text: dict[str, str] | None = None) -> bytes:
+    """PNG of one (H, W, 3) image; ``text``: tEXt chunks (key -> value), e.g. the parameters that made it."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = None
+    if text:
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG")
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
+
+
+def images_png(images: np.ndarray, text: dict[str, str] | None = None) -> bytes:
+    """One image as is; several as a grid; ``text`` as for ``png_bytes``."""
+    return png_bytes(images[0] if len(images) == 1 else grid(images), text)
+
+
+def png_text(path: Path) -> dict[str, str] | None:
+    """The tEXt chunks of a PNG, or None when it cannot be read (absent, truncated, not a PNG)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return dict(getattr(img, "text", {}) or {})
+    except (OSError, ValueError, SyntaxError):
+        return None
 
 
 def save_png(images: np.ndarray, path: Path, columns: int | None = None) -> None:

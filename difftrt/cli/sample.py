@@ -48,16 +48,33 @@ from difftrt.cli.common import engine_or_default, load_latents, progress_bar, sa
               "size+mtime check that falls back to hashing when anything changed).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or messages.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@click.option("--prompts", "prompts_file", type=click.Path(path_type=Path), default=None,
+              help="Batch: a JSONL file, one request per line (prompt, negative_prompt, steps, guidance, seed, "
+                   "scheduler, height, width, num_images, eta; the options above are the defaults, a line's seed "
+                   "defaults to --seed + its index). Resumable: finished images are skipped.")
+@click.option("--out-dir", type=click.Path(path_type=Path), default=None,
+              help="Batch: where each line's PNG (INDEX-seedSEED.png) and results.jsonl go.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Batch: processes, each loading the engines once.")
 def sample(engine, backend, prompt, negative_prompt, steps, guidance, seed, scheduler, eta, num_images, height, width,
            latents_path, save_intermediates, init_image, strength, out, device, threads, cuda_graph, verify, quiet,
-           as_json) -> None:
+           as_json, prompts_file, out_dir, workers) -> None:
     """Generate images from a prompt with an exported model (torch not needed).
 
     \b
       difftrt sample --prompt "a large red circle on the left on a white background" --out out.png
       difftrt sample --engine export/tiny/unet/model.onnx --steps 25 --guidance 5 --seed 0 --out out.png
       difftrt sample --init-image in.png --strength 0.6 --prompt "a blue square" --out out.png
+      difftrt sample --prompts prompts.jsonl --out-dir renders/ --workers 2
     """
+    if prompts_file is not None:
+        from difftrt.cli.batch import render_file
+
+        defaults = {"prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "guidance": guidance,
+                    "seed": seed, "num_images": num_images, "eta": eta, "scheduler": scheduler, "height": height,
+                    "width": width}
+        return render_file(prompts_file, out_dir, workers, engine, {k: v for k, v in defaults.items() if v is not None},
+                           threads, quiet, as_json)
     from difftrt.artifact import Verify
     from difftrt.fileio import check_new_folder, check_writable_file
     from difftrt.images import load_image, save_png

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
-import io
 import json
 import time
 from contextlib import asynccontextmanager
@@ -29,6 +28,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from difftrt.errors import DifftrtError, EngineError
+from difftrt.images import images_png, png_bytes
 from difftrt.serve.batcher import Batcher, Cancelled, Overloaded
 from difftrt.serve.limits import FieldError, ServeLimits, parse_request
 from difftrt.serve.metrics import Metrics
@@ -39,16 +39,6 @@ def error(status: int, message: str, field: str | None = None, headers: dict[str
     if field is not None:
         body["field"] = field
     return JSONResponse({"error": body}, status_code=status, headers=headers)
-
-
-def png_bytes(images: Any) -> bytes:
-    from PIL import Image
-
-    from difftrt.images import grid
-
-    buffer = io.BytesIO()
-    Image.fromarray(grid(images) if len(images) > 1 else images[0]).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def model_card(artifact: Any, pipe: Any) -> dict[str, Any]:
@@ -124,18 +114,12 @@ def create_app(pipe: Any, artifact: Any, limits: ServeLimits = ServeLimits(), to
             return error(422, str(exc))
         timings = {k: round(v, 4) for k, v in job.timings.items()}
         if "application/json" in request.headers.get("accept", ""):
-            from PIL import Image
-
-            encoded = []
-            for image in result.images:
-                buffer = io.BytesIO()
-                Image.fromarray(image).save(buffer, format="PNG")
-                encoded.append(base64.b64encode(buffer.getvalue()).decode())
+            encoded = [base64.b64encode(png_bytes(image)).decode() for image in result.images]
             return JSONResponse({"images": encoded, "seed": req.seed, "timings": timings,
                                  "truncated": result.truncated, "dropped": result.dropped,
                                  "unknown_words": list(result.unknown_words)})
         headers = {"X-Difftrt-Seed": str(req.seed), "X-Difftrt-Timings": json.dumps(timings)}
-        return Response(png_bytes(result.images), media_type="image/png", headers=headers)
+        return Response(images_png(result.images), media_type="image/png", headers=headers)
 
     async def models(request: Request) -> Response:
         if not authorised(request):
