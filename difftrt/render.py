@@ -12,10 +12,8 @@ anywhere, with any number of workers."""
 from __future__ import annotations
 
 import json
-import os
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,54 +78,30 @@ def finished(out_dir: Path, item: Item) -> bool:
     return text is not None and text.get(META_KEY) == json.dumps(item.params, sort_keys=True)
 
 
-_WORKER: dict[str, Any] = {}
+WORKER: dict[str, Any] = {}
 
 
-def _load(engine: str, threads: int) -> None:
+def load_worker(engine: str, threads: int) -> None:
     from difftrt.runtime import load_pipeline
 
-    _WORKER["pipe"], _WORKER["artifact"] = load_pipeline(Path(engine), threads=threads)
+    WORKER["pipe"], WORKER["artifact"] = load_pipeline(Path(engine), threads=threads)
 
 
-def _render(item: Item, out_dir: str, factor: int) -> dict[str, Any]:
-    """One item in this process's pipeline; the PNG written atomically with its parameters."""
-    from difftrt.fileio import write_bytes_atomic
+def render_item(item: Item, factor: int) -> tuple[dict[str, Any], bytes | None]:
+    """One item in this process's pipeline -> (its record, its PNG with the parameters, or None on failure).
+    One item's failure (a bad size, an engine error) is its record, not the end of the run."""
     from difftrt.images import images_png
     from difftrt.schedulers import from_config
 
     start = time.perf_counter()
-    pipe, artifact = _WORKER["pipe"], _WORKER["artifact"]
-    request, scheduler = check(item.params, factor)
-    result = pipe(request, from_config(artifact.scheduler_config, scheduler))
-    text = {META_KEY: json.dumps(item.params, sort_keys=True), "prompt": request.prompt}
-    write_bytes_atomic(Path(out_dir) / item.file, images_png(result.images, text))
-    return {"index": item.index, "line": item.line, "seed": item.params["seed"], "file": item.file, "status": "ok",
-            "seconds": round(time.perf_counter() - start, 3), "truncated": result.truncated}
-
-
-def render_items(items: list[Item], engine: Path, out_dir: Path, factor: int, workers: int = 1, threads: int = 0,
-                 ) -> Iterator[dict[str, Any]]:
-    """Render ``items`` (none finished yet), yielding each one's record as it completes, in completion order."""
-    if workers <= 1:
-        _load(str(engine), threads)
-        for item in items:
-            yield _guarded(item, str(out_dir), factor)
-        return
-    import multiprocessing
-
-    per_worker = threads or max(1, (os.cpu_count() or 1) // workers)
-    # spawn: a fresh interpreter per worker, never a fork of a process holding ONNX Runtime's threads
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_load,
-                             initargs=(str(engine), per_worker)) as pool:
-        futures = {pool.submit(_guarded, item, str(out_dir), factor): item for item in items}
-        for future in as_completed(futures):
-            yield future.result()
-
-
-def _guarded(item: Item, out_dir: str, factor: int) -> dict[str, Any]:
+    base = {"index": item.index, "line": item.line, "seed": item.params.get("seed")}
     try:
-        return _render(item, out_dir, factor)
-    except Exception as exc:  # one item's failure (a bad size, an engine error) is its record, not the run's end
+        pipe, artifact = WORKER["pipe"], WORKER["artifact"]
+        request, scheduler = check(item.params, factor)
+        result = pipe(request, from_config(artifact.scheduler_config, scheduler))
+    except Exception as exc:  # any failure is reported for its item
         what = first_line(exc) if isinstance(exc, DifftrtError) else f"{type(exc).__name__}: {first_line(exc)}"
-        return {"index": item.index, "line": item.line, "seed": item.params.get("seed"), "status": "error",
-                "error": what}
+        return {**base, "status": "error", "error": what}, None
+    png = images_png(result.images, {META_KEY: json.dumps(item.params, sort_keys=True), "prompt": request.prompt})
+    return {**base, "file": item.file, "status": "ok", "seconds": round(time.perf_counter() - start, 3),
+            "truncated": result.truncated}, png

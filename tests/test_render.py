@@ -76,3 +76,54 @@ def test_a_rerun_skips_everything_finished_and_redoes_a_damaged_image(pool_rende
 def test_prompts_without_out_dir_is_a_usage_error(tmp_path, export_dir):
     result = run("sample", "--engine", str(export_dir), "--prompts", str(write_prompts(tmp_path / "p.jsonl", 2)))
     assert result.exit_code == 2 and "--out-dir" in result.output
+
+
+def local_cluster(n_workers=2):
+    """Loopback only, no dashboard; a lowered worker-ttl as the README recommends."""
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.scheduler.worker-ttl": "30s"}):
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                            protocol="tcp://", dashboard_address="127.0.0.1:0")
+
+
+def test_dask_renders_the_same_images_and_resumes(pool_render, export_dir, tmp_path):
+    pytest.importorskip("distributed")
+    prompts, pool_out, _ = pool_render
+    with local_cluster() as cluster:
+        args = ("sample", "--engine", str(export_dir), "--prompts", str(prompts), "--out-dir", str(tmp_path / "d"),
+                "--seed", "7", "--scheduler-address", cluster.scheduler_address, "-q")
+        assert run(*args).exit_code == 1  # the two bad lines
+        again = run(*args[:-1], "--json")
+        assert json.loads(again.stdout.strip().splitlines()[-1])["skipped"] == 20
+    for png in pool_out.glob("*.png"):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "d" / png.name)), np.asarray(Image.open(png)))
+
+
+def test_a_killed_dask_worker_loses_nothing(export_dir, tmp_path):
+    """One worker is killed mid-job: its tasks run again elsewhere, every item is written exactly once."""
+    pytest.importorskip("distributed")
+    import os
+    import signal
+
+    from difftrt.render import check, read_items
+    from difftrt.render_run import render_items
+
+    prompts = write_prompts(tmp_path / "p.jsonl", n=24)
+    items, bad = read_items(prompts, {"seed": 0}, lambda p: check(p, 4))
+    items = [type(i)(i.index, i.line, {**i.params, "steps": 30}) for i in items]  # long enough to kill mid-job
+    out = tmp_path / "out"
+    out.mkdir()
+    with local_cluster() as cluster:
+        victim = next(iter(cluster.workers.values())).process.pid
+        records = []
+        for record in render_items(items, export_dir, out, 4, address=cluster.scheduler_address, chunk=2):
+            records.append(record)
+            if len(records) == 2:
+                os.kill(victim, signal.SIGKILL)
+    with pytest.raises(ProcessLookupError):
+        os.kill(victim, 0)  # it was killed
+    assert bad == [] and sorted(r["index"] for r in records) == list(range(24))
+    assert all(r["status"] == "ok" for r in records)
+    assert len(list(out.glob("*.png"))) == 24

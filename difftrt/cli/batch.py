@@ -17,9 +17,10 @@ class RenderFailed(DifftrtError):
 
 
 def render_file(prompts: Path, out_dir: Path | None, workers: int, engine: Path | None, defaults: dict[str, Any],
-                threads: int, quiet: bool, as_json: bool) -> None:
+                threads: int, quiet: bool, as_json: bool, address: str | None = None) -> None:
     from difftrt.artifact import open_artifact
-    from difftrt.render import check, finished, read_items, render_items
+    from difftrt.render import check, finished, read_items
+    from difftrt.render_run import render_items
 
     if out_dir is None:
         raise UsageError("--prompts needs --out-dir DIR (one PNG per line goes there)")
@@ -36,13 +37,13 @@ def render_file(prompts: Path, out_dir: Path | None, workers: int, engine: Path 
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [item for item in items if not finished(out_dir, item)]
     tell(f"{len(items) + len(bad)} lines: {len(items) - len(todo)} already rendered, {len(bad)} bad, "
-         f"{len(todo)} to render on {workers} worker(s)")
+         f"{len(todo)} to render " + (f"on the Dask cluster at {address}" if address else f"on {workers} worker(s)"))
     failed = list(bad)
     with open(out_dir / "results.jsonl", "a", encoding="utf-8") as results, \
             progress_bar(len(todo), quiet, "rendering") as bar:
         for record in bad:
             results.write(json.dumps(record) + "\n")
-        for record in render_items(todo, artifact.folder, out_dir, factor, workers, threads):
+        for record in render_items(todo, artifact.folder, out_dir, factor, workers, threads, address):
             results.write(json.dumps(record) + "\n")
             results.flush()  # a line per finished item, even if the run is killed next
             bar.update(1)

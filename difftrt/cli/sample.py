@@ -56,9 +56,12 @@ from difftrt.cli.common import engine_or_default, load_latents, progress_bar, sa
               help="Batch: where each line's PNG (INDEX-seedSEED.png) and results.jsonl go.")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Batch: processes, each loading the engines once.")
+@click.option("--scheduler-address", default=None,
+              help="Batch: render on the Dask cluster whose scheduler is at tcp://HOST:PORT (pip install "
+                   "'difftrt[dask]'; the engine folder must be readable on every worker at the same path).")
 def sample(engine, backend, prompt, negative_prompt, steps, guidance, seed, scheduler, eta, num_images, height, width,
            latents_path, save_intermediates, init_image, strength, out, device, threads, cuda_graph, verify, quiet,
-           as_json, prompts_file, out_dir, workers) -> None:
+           as_json, prompts_file, out_dir, workers, scheduler_address) -> None:
     """Generate images from a prompt with an exported model (torch not needed).
 
     \b
@@ -74,7 +77,7 @@ def sample(engine, backend, prompt, negative_prompt, steps, guidance, seed, sche
                     "seed": seed, "num_images": num_images, "eta": eta, "scheduler": scheduler, "height": height,
                     "width": width}
         return render_file(prompts_file, out_dir, workers, engine, {k: v for k, v in defaults.items() if v is not None},
-                           threads, quiet, as_json)
+                           threads, quiet, as_json, scheduler_address)
     from difftrt.artifact import Verify
     from difftrt.fileio import check_new_folder, check_writable_file
     from difftrt.images import load_image, save_png
