@@ -174,7 +174,6 @@ def test_arch_bench_exports_in_a_child_and_times_each_component(tmp_path):
         assert set(component["rows"]) == labels, stage
         ort = component["rows"]["onnxruntime cpu fp32 (1 threads)"]
         assert ort["n"] == 2 and ort["max_abs_diff"] < 1e-3 and ort["finite"]
-        assert component["rows"]["torch fp32 eager"]["speedup_vs_reference"]["median"] == 1.0
     assert record["components"]["unet"]["inputs"]["encoder_hidden_states"] == [2, 77, 32]
 
 

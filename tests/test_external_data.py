@@ -44,6 +44,44 @@ def test_separate_tensor_files_become_one_data_file(tmp_path):
     np.testing.assert_allclose(y, x @ w + b, rtol=1e-5, atol=1e-5)
 
 
+def test_constants_join_the_data_file_at_aligned_offsets(tmp_path):
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    from difftrt.exporter.external_data import ALIGN, DATA_FILE, gather_external_data
+
+    rng = np.random.default_rng(1)
+    w, k = rng.standard_normal((32, 32), dtype=np.float32), rng.standard_normal(32, dtype=np.float32)
+    constant = helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(k, "k"))
+    graph = helper.make_graph(
+        [constant, helper.make_node("MatMul", ["x", "w"], ["xw"]), helper.make_node("Add", ["xw", "k"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 32])], [numpy_helper.from_array(w, "w")])
+    path = tmp_path / "model.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    convert_model_to_external_data(model, all_tensors_to_one_file=False, size_threshold=0, convert_attribute=True)
+    onnx.save_model(model, str(path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k", "model.onnx", "w"]  # the Constant's too
+    assert gather_external_data(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", DATA_FILE]
+    model = onnx.load(str(path), load_external_data=False)
+    offsets = [int(e.value) for t in [*model.graph.initializer, model.graph.node[0].attribute[0].t]
+               for e in t.external_data if e.key == "offset"]
+    assert len(offsets) == 2 and all(o % ALIGN == 0 for o in offsets)
+    x = rng.standard_normal((2, 32), dtype=np.float32)
+    y = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y, x @ w + k, rtol=1e-5, atol=1e-5)
+
+
+def test_a_single_file_component_keeps_its_own_digest(export_dir):
+    """So plan-cache keys of exports without external data are what they were."""
+    from difftrt.artifact import component_digest
+
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    assert component_digest(manifest, "unet") == manifest["files"]["unet/model.onnx"]["sha256"]
+
+
 def test_inline_models_stay_inline_unless_asked(tmp_path):
     from difftrt.exporter.external_data import gather_external_data
 

@@ -7,6 +7,7 @@ difftrt itself turns telemetry off, not that the test harness did.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -108,3 +109,65 @@ def test_importing_a_diffusers_folder_makes_no_network_attempt(sd_tiny_dir, tmp_
                 if ("connect(" in ln or "sendto(" in ln) and "AF_UNIX" not in ln]
     assert attempts == []
     assert list(home.rglob("*")) == []
+
+
+LOOPBACK_SCRIPT = """
+import json, re, signal, subprocess, sys, time, http.client
+from pathlib import Path
+
+
+def main(export, prompts, out):
+    server = subprocess.Popen([sys.executable, "-m", "difftrt", "serve", "--engine", export, "--port", "0", "-q"],
+                              stderr=subprocess.PIPE, text=True)
+    port = int(re.search(r"127\\.0\\.0\\.1:(\\d+)", server.stderr.readline()).group(1))
+    for _ in range(100):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("POST", "/v1/images", json.dumps({"prompt": "a red circle", "steps": 2}).encode())
+            assert conn.getresponse().status == 200
+            break
+        except OSError:
+            time.sleep(0.1)
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=60) == 0
+    from distributed import LocalCluster
+    from difftrt.render import check, read_items
+    from difftrt.render_run import render_items
+    items, _ = read_items(Path(prompts), {"seed": 0}, lambda p: check(p, 4))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", protocol="tcp://",
+                      dashboard_address="127.0.0.1:0") as cluster:
+        assert len(list(render_items(items, Path(export), Path(out), 4, address=cluster.scheduler_address))) == 2
+
+
+if __name__ == "__main__":  # Dask's worker processes are spawned: they import this file again
+    main(*sys.argv[1:4])
+"""
+
+
+@pytest.mark.slow
+@needs_trace
+@pytest.mark.skipif(shutil.which("ip") is None, reason="needs ip(8) to bring loopback up in the namespace")
+def test_serving_and_dask_stay_on_loopback(export_dir, tmp_path):
+    """difftrt serve and a Dask LocalCluster render in a namespace with only loopback, under strace: every socket
+    they bind or connect is AF_UNIX or 127.0.0.1 (Dask would listen on all interfaces unless told)."""
+    pytest.importorskip("distributed")
+    pytest.importorskip("uvicorn")
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / "out").mkdir()
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "a red circle", "steps": 2}\n{"prompt": "a blue square", "steps": 2}\n')
+    script = tmp_path / "loopback.py"
+    script.write_text(LOOPBACK_SCRIPT)
+    log = tmp_path / "strace.txt"
+    inner = (f"ip link set lo up && strace -f -qq -e trace=connect,sendto,bind -o {log} {sys.executable} {script} "
+             f"{export_dir} {prompts} {tmp_path / 'out'}")
+    result = subprocess.run(["unshare", "-n", "sh", "-c", inner], env=clean_env(home), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    calls = [ln for ln in log.read_text().splitlines() if re.search(r"\b(connect|bind)\(", ln)]
+    outside = [ln for ln in calls if "AF_UNIX" not in ln and 'inet_addr("127.0.0.1")' not in ln
+               and "AF_NETLINK" not in ln]
+    assert any('inet_addr("127.0.0.1")' in ln for ln in calls)  # the trace does see the loopback sockets
+    assert outside == []
+    assert len(list((tmp_path / "out").glob("*.png"))) == 2

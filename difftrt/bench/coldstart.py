@@ -31,7 +31,7 @@ def _torch_sample(ckpt: str, steps: int, guidance: float, threads: int, out: Pat
     import torch
 
     torch.set_num_threads(threads)
-    ckpt_obj = default_model.load_checkpoint() if ckpt == "default" else load_source(Path(ckpt))
+    ckpt_obj = default_model.load_checkpoint() if ckpt == "default" else load_source(Path(ckpt), available=None)
     pipe = Text2ImagePipeline(torch_engines(ckpt_obj), ckpt_obj.tokenizer, ckpt_obj.config)
     request = SampleRequest(prompt, steps=steps, guidance=guidance)
     save_png(pipe(request, from_config(ckpt_obj.scheduler_config)).images, out)

@@ -17,11 +17,11 @@ def source_checkpoint(artifact: Artifact, ckpt: Path | None = None) -> Any:
 
     source = artifact.manifest.get("source_checkpoint")
     if ckpt is not None:
-        return load_source(ckpt)
+        return load_source(ckpt, available=None)  # a reference, not an export: no export-memory check
     if source == default_model.SOURCE:
         return default_model.load_checkpoint()
     if source and Path(source).is_dir():
-        return load_source(Path(source))
+        return load_source(Path(source), available=None)
     raise ArtifactError(f"cannot find the checkpoint {source!r} this export came from; pass --ckpt or --no-torch")
 
 

@@ -121,7 +121,9 @@ def _arch_bench(arch, random_weights, cache, runs, warmup, threads, json_path, m
                          "(for your own weights: difftrt export --ckpt DIR, then difftrt bench --engine export/NAME)")
     if runs < 1 or warmup < 0:
         raise UsageError(f"--runs must be >= 1 and --warmup >= 0, got {runs}, {warmup}")
-    if not torch_available():
+    import importlib.util
+
+    if not all(importlib.util.find_spec(m) for m in ("torch", "diffusers", "transformers")):
         raise DependencyError("--arch needs torch, diffusers and transformers: pip install 'difftrt[export]'")
     for path in (json_path, md_path):
         if path is not None:

@@ -70,7 +70,7 @@ def export(ckpt: Path | None, out: Path | None, overwrite: bool, max_batch: int,
     if ckpt is None:
         loaded = default_model.load_checkpoint()
     else:
-        loaded = load_source(ckpt, progress=tell)
+        loaded = load_source(ckpt, progress=tell, max_batch=max_batch, max_size=max_size, min_size=min_size)
 
     def tolerance(component: str, p: Precision) -> Tolerance:  # an option given overrides that bound
         d = default_tolerance(component, p)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 DATA_FILE = "model.onnx.data"
-PROTOBUF_LIMIT = 2**31  # bytes
 ALIGN = 4096  # tensor offsets on page boundaries, so a runtime can map them
 INLINE_BELOW = 1024  # small tensors stay in the graph
 
@@ -32,6 +32,25 @@ def _copy_range(src: Path, offset: int, length: int | None, out) -> int:
         return length
 
 
+def _all_tensors(model: Any) -> Any:
+    """Initialisers and tensor attributes (Constant nodes), in subgraphs too."""
+    from onnx import AttributeProto
+
+    def graph_tensors(graph: Any) -> Any:
+        yield from graph.initializer
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == AttributeProto.TENSOR:
+                    yield attr.t
+                yield from attr.tensors
+                if attr.type == AttributeProto.GRAPH:
+                    yield from graph_tensors(attr.g)
+                for sub in attr.graphs:
+                    yield from graph_tensors(sub)
+
+    return graph_tensors(model.graph)
+
+
 def gather_external_data(path: Path, always: bool = False) -> bool:
     """Move ``path``'s weights into ``DATA_FILE`` beside it when torch wrote them as separate files (a model over
     2 GiB) or ``always``; returns whether the model now has external data."""
@@ -40,7 +59,7 @@ def gather_external_data(path: Path, always: bool = False) -> bool:
 
     path = Path(path)
     model = onnx.load(str(path), load_external_data=False)
-    tensors = list(model.graph.initializer)
+    tensors = list(_all_tensors(model))
     outside = [t for t in tensors if t.data_location == TensorProto.EXTERNAL]
     if not outside and not always:
         return False

@@ -124,7 +124,9 @@ def validation_cases(spec: ComponentSpec) -> list[dict[str, int]]:
         odd = spec.profile("opt")
         odd["batch"] = min(3, spec.dim_range("batch").max)
         first = spatial[0]
-        odd[first.name] = min(first.opt + first.min, first.max)  # min is the dimension's multiple
+        # another side, still a multiple of the dimension's (min is one): above opt if the range allows, else below
+        odd[first.name] = first.opt + first.min if first.opt + first.min <= first.max else max(first.opt - first.min,
+                                                                                                first.min)
         cases.append(odd)
     return [dict(c) for c in {tuple(sorted(c.items())): c for c in cases}.values()]
 

@@ -38,9 +38,9 @@ CONVERT_HINT = ("convert it once with diffusers, in an environment you trust: "
                 "StableDiffusionPipeline.from_pretrained(DIR).save_pretrained(NEW_DIR, safe_serialization=True)")
 # Export peak memory: every component's fp32 weights stay loaded as the torch reference; exporting the largest one
 # adds the traced graph's initialisers, the ONNX file being written and the ONNX Runtime session that validates it.
-# Measured on SD-1.5 (benchmarks/results/2026-12-02-bench-sd15-random-cpu.md): peak RSS 11,285 MiB = 4,067 MiB of
-# weights + 1,024 + 1.9 x the U-Net's 3,278 MiB; 2.5 copies keep the estimate ~18 % above that. Activations at the
-# largest validated size come on top (small at 512 px, batch 2; not at 1024 px, batch 16).
+# Measured on SD-1.5 (benchmarks/results/2026-12-02-bench-sd15-random-cpu.md): the export child's VmHWM was
+# 11,295 MiB, i.e. 4,067 MiB of weights + 1,024 (overhead) + 1,024 (attention scores, added apart) + 1.6 x the
+# U-Net's 3,278 MiB; with 2.5 copies the estimate (14,312 MiB) is 27 % above the measured peak.
 EXPORT_COPIES = 2.5
 OVERHEAD_BYTES = 1 << 30  # interpreter, torch, onnxruntime and validation activations
 
@@ -61,17 +61,28 @@ class Weights:
 @dataclass(frozen=True)
 class PipelineFolder:
     root: Path
-    pipeline_class: str
     configs: dict[str, dict[str, Any]]  # "unet", "vae", "text_encoder": the components' config.json
     scheduler_config: dict[str, Any]
     tokenizer: ClipTokenizer
     weights: dict[str, Weights]
     config: ModelConfig
 
-    def export_memory(self) -> int:
-        """Bytes an export is expected to need at its peak (see ``EXPORT_COPIES``)."""
+    def export_memory(self, max_batch: int = 1, max_size: int | None = None) -> int:
+        """Bytes an export is expected to need at its peak: the weights (see ``EXPORT_COPIES``) and the largest
+        validation call's attention scores (``attention_bytes``)."""
         sizes = [w.fp32_bytes for w in self.weights.values()]
-        return int(sum(sizes) + EXPORT_COPIES * max(sizes) + OVERHEAD_BYTES)
+        weights = sum(sizes) + EXPORT_COPIES * max(sizes) + OVERHEAD_BYTES
+        return int(weights + self.attention_bytes(max_batch, max_size))
+
+    def attention_bytes(self, max_batch: int, max_size: int | None) -> int:
+        """The U-Net's first self-attention at the largest validated call: 2·max_batch rows × heads × (h·w)²
+        fp32 scores. ONNX Runtime's CPU attention holds that whole matrix (torch's SDPA does not)."""
+        unet = self.configs["unet"]
+        if not any("CrossAttn" in str(b) for b in unet.get("down_block_types", ("CrossAttnDownBlock2D",))):
+            return 0
+        heads = _first(unet.get("num_attention_heads") or unet.get("attention_head_dim") or 8)
+        side = (max_size or 2 * self.config.vae.sample_size) // self.config.vae.downsample_factor
+        return 2 * max_batch * heads * (side * side) ** 2 * 4
 
 
 def is_difftrt_checkpoint(path: Path) -> bool:
@@ -108,25 +119,33 @@ def safetensors_parameters(path: Path) -> int:
 def find_weights(folder: Path, stem: str) -> Weights:
     """The component's safetensors weights: ``stem.safetensors`` first, else one variant (``stem.fp16.safetensors``),
     each possibly sharded (``stem[.variant].safetensors.index.json``). Pickle-only weights are refused unread."""
-    candidates: list[tuple[str | None, list[Path]]] = []
+    candidates: list[tuple[str | None, bool, list[Path]]] = []  # (variant, sharded, files)
     for index in sorted(folder.glob(f"{stem}.safetensors.index*.json")):
-        variant = index.name[len(f"{stem}.safetensors.index"):-len(".json")].lstrip(".") or None
+        rest = index.name[len(f"{stem}.safetensors.index"):-len(".json")]
+        if rest and not rest.startswith("."):
+            continue
         try:
             shards = sorted({folder / str(v) for v in read_json(index)["weight_map"].values()})
-        except (KeyError, AttributeError) as exc:
+        except (KeyError, AttributeError, TypeError) as exc:
             raise ArtifactError(f"{index} has no weight_map ({exc})") from None
-        candidates.append((variant, shards))
+        candidates.append((rest.lstrip(".") or None, True, shards))
     for file in sorted(folder.glob(f"{stem}*.safetensors")):
-        variant = file.name[len(stem):-len(".safetensors")].lstrip(".") or None
-        if "-of-" not in file.name:  # shards are listed by their index
-            candidates.append((variant, [file]))
+        rest = file.name[len(stem):-len(".safetensors")]
+        if rest and not rest.startswith("."):  # another file (..._ema.safetensors, a shard -00001-of-00002)
+            continue
+        candidates.append((rest.lstrip(".") or None, False, [file]))
     if not candidates:
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
         if pickles:
             raise ArtifactError(f"{folder} has weights only in pickle format ({', '.join(pickles)}); difftrt never "
                                 f"unpickles files (they can run code). {CONVERT_HINT}")
         raise ArtifactError(f"{folder} has no {stem}.safetensors (nor a variant such as {stem}.fp16.safetensors)")
-    variant, files = min(candidates, key=lambda c: (c[0] is not None, c[0] or ""))  # no variant first
+    variants = sorted({c[0] for c in candidates}, key=lambda v: (v is not None, v or ""))
+    if variants[0] is not None and len(variants) > 1:
+        raise ArtifactError(f"{folder} has weights of several variants ({', '.join(map(str, variants))}) and none "
+                            "without one; keep the variant to export")
+    # as diffusers and transformers load them: the plain variant first, a single file before a shard index
+    variant, _, files = min((c for c in candidates if c[0] == variants[0]), key=lambda c: c[1])
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise ArtifactError(f"weights file {missing[0]} is listed by the shard index but missing")
@@ -137,15 +156,29 @@ def _first(value: Any) -> int:
     return int(value[0] if isinstance(value, (list, tuple)) else value)
 
 
+def _int_field(config: dict[str, Any], key: str, default: int, where: Path) -> int:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where / 'config.json'}: {key} must be an integer, got {value!r}")
+    return value
+
+
+def default_min_size(config: ModelConfig) -> int:
+    """Half the default image side, as TensorRT's demo profiles SD 1.5 from 256 pixels; a side of one factor
+    can leave diffusers' GroupNorms one value per group at the U-Net's deepest level (the tiny test model's)."""
+    factor = config.latent_factor
+    return max(factor, config.vae.sample_size // 2 // factor * factor)
+
+
 def model_config(unet: dict[str, Any], vae: dict[str, Any], text: dict[str, Any], max_length: int) -> ModelConfig:
     """The difftrt ``ModelConfig`` whose specs describe the tensors of these diffusers/transformers configs
     (defaults: those of diffusers' and transformers' classes). Only the tensor-facing fields matter: the modules
     themselves are diffusers'."""
-    vae_blocks = tuple(vae.get("block_out_channels", (64,)))
-    vae_factor = 2 ** (len(vae_blocks) - 1)  # diffusers' vae_scale_factor; never assumed to be 8
-    sample_size = _first(unet.get("sample_size") or 64)
-    groups = int(unet.get("norm_num_groups") or 32)
     try:
+        vae_blocks = tuple(vae.get("block_out_channels", (64,)))
+        vae_factor = 2 ** (len(vae_blocks) - 1)  # diffusers' vae_scale_factor; never assumed to be 8
+        sample_size = _first(unet.get("sample_size") or 64)
+        groups = int(unet.get("norm_num_groups") or 32)
         return ModelConfig(
             unet=UNetConfig(in_channels=int(unet.get("in_channels", 4)), out_channels=int(unet.get("out_channels", 4)),
                             block_channels=tuple(unet.get("block_out_channels", (320, 640, 1280, 1280))),
@@ -160,7 +193,7 @@ def model_config(unet: dict[str, Any], vae: dict[str, Any], text: dict[str, Any]
                                            num_layers=int(text.get("num_hidden_layers", 12)),
                                            num_heads=int(text.get("num_attention_heads", 8))),
         )
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, IndexError) as exc:
         raise ConfigError(f"the U-Net, VAE and text encoder configs do not fit together: {exc}") from None
 
 
@@ -204,18 +237,18 @@ def inspect_folder(root: Path) -> PipelineFolder:
     read_json(root / "tokenizer" / "tokenizer_config.json")  # its absence is an error here, not a default
     tokenizer = ClipTokenizer.load(root / "tokenizer")
     max_length = tokenizer.max_length
-    vocab_size = int(configs["text_encoder"].get("vocab_size", 49408))
+    vocab_size = _int_field(configs["text_encoder"], "vocab_size", 49408, root / "text_encoder")
     if len(tokenizer) > vocab_size:
         raise ConfigError(f"{root / 'tokenizer'} has {len(tokenizer)} tokens but the text encoder's vocab_size is "
                           f"{vocab_size}")
-    positions = int(configs["text_encoder"].get("max_position_embeddings", 77))
+    positions = _int_field(configs["text_encoder"], "max_position_embeddings", 77, root / "text_encoder")
     if max_length > positions:
         raise ConfigError(f"the tokenizer's model_max_length {max_length} exceeds the text encoder's "
                           f"max_position_embeddings {positions}")
     scheduler = read_json(root / "scheduler" / "scheduler_config.json")
     weights = {name: find_weights(root / name, stem) for name, stem in WEIGHT_STEMS.items()}
     config = model_config(configs["unet"], configs["vae"], configs["text_encoder"], max_length)
-    return PipelineFolder(root, kind, configs, scheduler, tokenizer, weights, config)
+    return PipelineFolder(root, configs, scheduler, tokenizer, weights, config)
 
 
 def available_memory() -> int | None:
@@ -229,12 +262,14 @@ def available_memory() -> int | None:
     return None
 
 
-def check_memory(folder: PipelineFolder, available: int | None) -> None:
+def check_memory(folder: PipelineFolder, available: int | None, max_batch: int = 1, max_size: int | None = None) -> None:
     """Fail before loading anything when the export's estimated peak exceeds the memory available."""
-    need = folder.export_memory()
+    need = folder.export_memory(max_batch, max_size)
     if available is not None and need > available:
         gib = 2**30
         sizes = ", ".join(f"{n} {w.fp32_bytes / gib:.1f}" for n, w in folder.weights.items())
+        attention = folder.attention_bytes(max_batch, max_size)
         raise ResourceError(f"exporting {folder.root} needs about {need / gib:.1f} GiB of memory (fp32 weights in GiB: "
-                            f"{sizes}; the largest is held about {1 + EXPORT_COPIES:g} times), but "
-                            f"{available / gib:.1f} GiB is available; close other programs or export on a larger machine")
+                            f"{sizes}, the largest held about {1 + EXPORT_COPIES:g} times; attention scores at the "
+                            f"largest validated call {attention / gib:.1f}), but {available / gib:.1f} GiB is "
+                            "available; narrow --max-batch/--max-size, or export on a larger machine")
