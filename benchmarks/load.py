@@ -105,10 +105,21 @@ def clients(server: Server, n: int, seconds: float, steps: int) -> dict:
 
 
 def worker_pids(parent: int) -> list[int]:
+    """The server's live worker processes (spawned by multiprocessing; not its resource tracker, not zombies)."""
     try:
-        return [int(p) for p in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+        children = [int(p) for p in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
     except OSError:
         return []
+    workers = []
+    for pid in children:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[0]
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline and state != "Z":
+            workers.append(pid)
+    return workers
 
 
 def server_fault(engine: str, seconds: float, steps: int) -> dict:
@@ -146,6 +157,7 @@ def dask_fault(engine: str, out: Path, items_n: int = 40) -> dict:
     prompts = out / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": "a blue square", "steps": 15}) + "\n" for _ in range(items_n)))
     items, _ = read_items(prompts, {"seed": 0}, lambda p: check(p, factor))
+    (out / "renders").mkdir(exist_ok=True)
     start = time.perf_counter()
     with dask.config.set({"distributed.scheduler.worker-ttl": "30s"}), \
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", protocol="tcp://",
@@ -175,7 +187,8 @@ def markdown(record: dict) -> str:
             lines.append(f"| {label} | {r['clients']} | {r['images_per_s']} | {r['p50_ms']} | {r['p95_ms']} | "
                          f"{r['p99_ms']} | {r['outcomes']} | {r['unet_rows_per_call']} |")
     f = record["server_fault"]
-    lines += ["", f"**Server worker killed mid-load** (2 workers, 4 clients): outcomes {f['load']['outcomes']}; "
+    lines += ["", f"**Server worker killed mid-load** (2 workers, 4 clients, pid {f.get('killed_pid')} killed with "
+              f"SIGKILL a third of the way in): outcomes {f['load']['outcomes']}; "
               f"workers before {f['workers_before']}, after {f['workers_after']}; /healthz after: "
               f"{f['answers_after_kill']}; exit status after SIGTERM {f['exit_status']}."]
     d = record["dask_fault"]

@@ -197,3 +197,12 @@ def test_sigterm_drains_in_flight_requests(export_dir):
     client.join(timeout=60)
     assert s.stop() == 0
     assert answers and answers[0][0] == 200 and answers[0][2][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_two_workers_serve_and_stop_cleanly(export_dir):
+    s = Server(export_dir, "--workers", "2")
+    try:
+        statuses = [s.post({"prompt": "a red circle", "seed": i, "steps": 2})[0] for i in range(4)]
+        assert statuses == [200] * 4
+    finally:
+        assert s.stop() == 0

@@ -91,7 +91,10 @@ def serve(engine, host, port, workers, token, threads, max_steps, max_images, ma
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     if workers > 1:
-        Multiprocess(config, target=server.run, sockets=[sock]).run()
+        import inspect
+
+        older = "target" in inspect.signature(Multiprocess).parameters  # uvicorn < 0.30 wanted the server's run
+        (Multiprocess(config, target=server.run, sockets=[sock]) if older else Multiprocess(config, sockets=[sock])).run()
     else:
         server.run(sockets=[sock])
 
