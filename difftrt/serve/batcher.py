@@ -128,6 +128,10 @@ class Batcher:
                 except DifftrtError as exc:
                     job.future.set_exception(exc)
                     continue
+                except Exception as exc:  # the text encoder failed: this request's error, not the loop's end
+                    job.future.set_exception(EngineError(f"the text encoder failed: {type(exc).__name__}: "
+                                                         f"{first_line(exc)}"))
+                    continue
                 job.timings["encode_s"] = time.perf_counter() - start
                 job.timings["denoise_start"] = time.perf_counter()
                 active.append(job)
