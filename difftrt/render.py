@@ -12,6 +12,7 @@ anywhere, with any number of workers."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from typing import Any
 
 from difftrt.errors import ArtifactError, DifftrtError, first_line
 
-META_KEY = "difftrt"
+META_KEY = "difftrt"  # PNG text chunks: the request's parameters, and the export that rendered it
+ENGINE_KEY = "difftrt-engine"
 OPEN_LIMITS = {"max_steps": 10**6, "max_images": 64, "max_size": 1 << 16, "max_prompt_chars": 1 << 20}  # a local file
 
 
@@ -60,6 +62,7 @@ def read_items(path: Path, defaults: dict[str, Any], parse: Callable[[dict[str, 
                 raise ValueError(f"not JSON ({exc})") from None
             if not isinstance(fields, dict):
                 raise ValueError(f"expected a JSON object, got {type(fields).__name__}")
+            fields = {k: v for k, v in fields.items() if v is not None}  # null: the default
             params = {**defaults, "seed": defaults.get("seed", 0) + index, **fields}
             parse(params)
         except (ValueError, DifftrtError) as exc:
@@ -70,38 +73,53 @@ def read_items(path: Path, defaults: dict[str, Any], parse: Callable[[dict[str, 
     return items, bad
 
 
-def finished(out_dir: Path, item: Item) -> bool:
-    """The item's PNG is there, whole, with the same parameters."""
+def finished(out_dir: Path, item: Item, engine_id: str) -> bool:
+    """The item's PNG is there, whole, with the same parameters, made by the same export."""
     from difftrt.images import png_text
 
     text = png_text(out_dir / item.file)
-    return text is not None and text.get(META_KEY) == json.dumps(item.params, sort_keys=True)
+    return (text is not None and text.get(META_KEY) == json.dumps(item.params, sort_keys=True)
+            and text.get(ENGINE_KEY) == engine_id)
 
 
-WORKER: dict[str, Any] = {}
+def engine_id(folder: Path) -> str:
+    """What names an export for resuming: its manifest's sha256 (the manifest holds every file's hash)."""
+    import hashlib
+
+    return hashlib.sha256((Path(folder) / "manifest.json").read_bytes()).hexdigest()
+
+
+WORKER: dict[str, Any] = {}  # engine folder -> (pipeline, artifact), loaded once per process
+WORKER_LOCK = threading.Lock()  # one item at a time per process: an engine holds its allocated shapes
 
 
 def load_worker(engine: str, threads: int) -> None:
     from difftrt.runtime import load_pipeline
 
-    WORKER["pipe"], WORKER["artifact"] = load_pipeline(Path(engine), threads=threads)
+    with WORKER_LOCK:
+        if engine not in WORKER:
+            WORKER[engine] = load_pipeline(Path(engine), threads=threads)
 
 
-def render_item(item: Item, factor: int) -> tuple[dict[str, Any], bytes | None]:
-    """One item in this process's pipeline -> (its record, its PNG with the parameters, or None on failure).
-    One item's failure (a bad size, an engine error) is its record, not the end of the run."""
+def failure(item: Item, exc: BaseException) -> dict[str, Any]:
+    what = first_line(exc) if isinstance(exc, DifftrtError) else f"{type(exc).__name__}: {first_line(exc)}"
+    return {"index": item.index, "line": item.line, "seed": item.params.get("seed"), "status": "error", "error": what}
+
+
+def render_item(item: Item, factor: int, engine: str, identity: str) -> tuple[dict[str, Any], bytes | None]:
+    """One item on this process's pipeline for ``engine`` -> (its record, its PNG with the parameters and the
+    export's identity, or None on failure). One item's failure (a bad size, an engine error) is its record."""
     from difftrt.images import images_png
     from difftrt.schedulers import from_config
 
     start = time.perf_counter()
-    base = {"index": item.index, "line": item.line, "seed": item.params.get("seed")}
     try:
-        pipe, artifact = WORKER["pipe"], WORKER["artifact"]
-        request, scheduler = check(item.params, factor)
-        result = pipe(request, from_config(artifact.scheduler_config, scheduler))
+        with WORKER_LOCK:
+            pipe, artifact = WORKER[engine]
+            request, scheduler = check(item.params, factor)
+            result = pipe(request, from_config(artifact.scheduler_config, scheduler))
     except Exception as exc:  # any failure is reported for its item
-        what = first_line(exc) if isinstance(exc, DifftrtError) else f"{type(exc).__name__}: {first_line(exc)}"
-        return {**base, "status": "error", "error": what}, None
-    png = images_png(result.images, {META_KEY: json.dumps(item.params, sort_keys=True), "prompt": request.prompt})
-    return {**base, "file": item.file, "status": "ok", "seconds": round(time.perf_counter() - start, 3),
-            "truncated": result.truncated}, png
+        return failure(item, exc), None
+    text = {META_KEY: json.dumps(item.params, sort_keys=True), ENGINE_KEY: identity, "prompt": request.prompt}
+    return {"index": item.index, "line": item.line, "seed": item.params["seed"], "file": item.file, "status": "ok",
+            "seconds": round(time.perf_counter() - start, 3), "truncated": result.truncated}, images_png(result.images, text)

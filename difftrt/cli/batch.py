@@ -17,9 +17,9 @@ class RenderFailed(DifftrtError):
 
 
 def render_file(prompts: Path, out_dir: Path | None, workers: int, engine: Path | None, defaults: dict[str, Any],
-                threads: int, quiet: bool, as_json: bool, address: str | None = None) -> None:
-    from difftrt.artifact import open_artifact
-    from difftrt.render import check, finished, read_items
+                threads: int, quiet: bool, as_json: bool, address: str | None = None, verify: bool = False) -> None:
+    from difftrt.artifact import Verify, open_artifact
+    from difftrt.render import check, engine_id, finished, read_items
     from difftrt.render_run import render_items
 
     if out_dir is None:
@@ -29,13 +29,14 @@ def render_file(prompts: Path, out_dir: Path | None, workers: int, engine: Path 
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"--out-dir {out_dir} exists and is not a folder")
     tell = say(quiet)
-    artifact = open_artifact(engine_or_default(engine, tell))
+    artifact = open_artifact(engine_or_default(engine, tell), verify=Verify.FULL if verify else Verify.QUICK)
     factor = artifact.config.latent_factor
     items, bad = read_items(prompts, defaults, lambda params: check(params, factor))
     for record in bad:
         click.echo(f"error: {prompts}:{record['line']}: {record['error']}", err=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [item for item in items if not finished(out_dir, item)]
+    identity = engine_id(artifact.folder)
+    todo = [item for item in items if not finished(out_dir, item, identity)]
     tell(f"{len(items) + len(bad)} lines: {len(items) - len(todo)} already rendered, {len(bad)} bad, "
          f"{len(todo)} to render " + (f"on the Dask cluster at {address}" if address else f"on {workers} worker(s)"))
     failed = list(bad)
@@ -43,7 +44,7 @@ def render_file(prompts: Path, out_dir: Path | None, workers: int, engine: Path 
             progress_bar(len(todo), quiet, "rendering") as bar:
         for record in bad:
             results.write(json.dumps(record) + "\n")
-        for record in render_items(todo, artifact.folder, out_dir, factor, workers, threads, address):
+        for record in (render_items(todo, artifact.folder, out_dir, factor, workers, threads, address) if todo else ()):
             results.write(json.dumps(record) + "\n")
             results.flush()  # a line per finished item, even if the run is killed next
             bar.update(1)

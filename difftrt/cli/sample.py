@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from difftrt.cli.common import engine_or_default, load_latents, progress_bar, say
+from difftrt.errors import UsageError
 
 
 @click.command()
@@ -73,11 +74,19 @@ def sample(engine, backend, prompt, negative_prompt, steps, guidance, seed, sche
     if prompts_file is not None:
         from difftrt.cli.batch import render_file
 
+        unsupported = [flag for flag, used in (("--latents", latents_path), ("--init-image", init_image),
+                                               ("--save-intermediates", save_intermediates),
+                                               ("--device cuda", device != "cpu"), ("--backend", backend),
+                                               ("--cuda-graph", cuda_graph)) if used]
+        if unsupported:
+            raise UsageError(f"{', '.join(unsupported)}: not available with --prompts (batch rendering runs "
+                             "ONNX Runtime on CPU, text-to-image)")
+
         defaults = {"prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "guidance": guidance,
                     "seed": seed, "num_images": num_images, "eta": eta, "scheduler": scheduler, "height": height,
                     "width": width}
         return render_file(prompts_file, out_dir, workers, engine, {k: v for k, v in defaults.items() if v is not None},
-                           threads, quiet, as_json, scheduler_address)
+                           threads, quiet, as_json, scheduler_address, verify)
     from difftrt.artifact import Verify
     from difftrt.fileio import check_new_folder, check_writable_file
     from difftrt.images import load_image, save_png

@@ -66,6 +66,8 @@ def serve(engine, host, port, workers, token, threads, max_steps, max_images, ma
                         ("--max-body-bytes", max_body_bytes)):
         if value < 1:
             raise UsageError(f"{name} must be >= 1, got {value}")
+    if token is not None and not token.strip():
+        raise UsageError("--token (or DIFFTRT_TOKEN) is empty: give a real token, or none to serve without one")
     if not 0 <= port <= 65535 or batch_wait_ms < 0 or threads < 0:
         raise UsageError("--port must be in 0-65535, --batch-wait-ms and --threads >= 0")
     tell = say(quiet)

@@ -19,6 +19,7 @@ import hmac
 import json
 import time
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from starlette.applications import Starlette
@@ -48,11 +49,16 @@ def model_card(artifact: Any, pipe: Any) -> dict[str, Any]:
         "default_size": pipe.config.vae.sample_size, "size_multiple": pipe.config.latent_factor,
         "scheduler": manifest["scheduler_config"].get("_class_name"),
         "prompt_tokens": pipe.tokenizer.max_length,
+        "max_size": artifact.specs["unet"].dim_range("latent_height").max * pipe.config.vae.downsample_factor,
         "components": {n: {"precision": c["precision"], "dim_ranges": c["dim_ranges"]}
                        for n, c in manifest["components"].items()}}]}
 
 
 def create_app(pipe: Any, artifact: Any, limits: ServeLimits = ServeLimits(), token: str | None = None) -> Starlette:
+    """``limits.max_size`` is lowered to the largest side the export was validated at (a U-Net call beyond it
+    is untested, and its memory unbounded), as the row cap is to the U-Net's batch range (``Batcher``)."""
+    validated = artifact.specs["unet"].dim_range("latent_height").max * pipe.config.vae.downsample_factor
+    limits = replace(limits, max_size=min(limits.max_size, validated))
     metrics = Metrics()
     batcher = Batcher(pipe, artifact.scheduler_config, limits, metrics)
     card = model_card(artifact, pipe)
@@ -60,8 +66,8 @@ def create_app(pipe: Any, artifact: Any, limits: ServeLimits = ServeLimits(), to
     def authorised(request: Request) -> bool:
         if not token:
             return True
-        given = request.headers.get("authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
     async def images(request: Request) -> Response:
         arrived = time.perf_counter()
@@ -84,6 +90,8 @@ def create_app(pipe: Any, artifact: Any, limits: ServeLimits = ServeLimits(), to
             parsed = json.loads(body or b"null")
         except (ValueError, UnicodeDecodeError) as exc:
             return error(400, f"the body is not JSON: {exc}")
+        except RecursionError:
+            return error(400, "the body is not JSON this server reads: nested too deeply")
         try:
             req, scheduler = parse_request(parsed, limits, pipe.config.latent_factor)
             job = batcher.job(req, scheduler)
@@ -96,14 +104,18 @@ def create_app(pipe: Any, artifact: Any, limits: ServeLimits = ServeLimits(), to
         except Overloaded as exc:
             return error(503, f"overloaded: {exc}; retry later", headers={"Retry-After": "1"})
         waiting = asyncio.wrap_future(future)
-        while True:
-            done, _ = await asyncio.wait({waiting}, timeout=0.05)
-            if done:
-                break
-            if await request.is_disconnected():
-                job.cancelled.set()
-                await asyncio.wait({waiting})  # dropped at the next step boundary
-                return error(499, "the client disconnected")
+        try:
+            while True:
+                done, _ = await asyncio.wait({waiting}, timeout=0.05)
+                if done:
+                    break
+                if await request.is_disconnected():
+                    batcher.cancel(job)
+                    await asyncio.wait({waiting})  # dropped at the next step boundary
+                    return error(499, "the client disconnected")
+        except asyncio.CancelledError:  # uvicorn gave up on this request (shutdown grace period over)
+            batcher.cancel(job)
+            raise
         try:
             result = waiting.result()
         except Cancelled as exc:
@@ -127,6 +139,8 @@ def create_app(pipe: Any, artifact: Any, limits: ServeLimits = ServeLimits(), to
         return JSONResponse(card)
 
     async def healthz(request: Request) -> Response:
+        if not batcher.alive:
+            return error(503, "the batching loop is not running")
         return JSONResponse({"status": "ok"})
 
     async def metrics_text(request: Request) -> Response:

@@ -65,6 +65,16 @@ class Batcher:
             self._cv.notify_all()
         self._thread.join()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def cancel(self, job: Job) -> None:
+        """The client went away: the job is dropped at the next step boundary (or from the queue)."""
+        with self._cv:
+            job.cancelled.set()
+            self._cv.notify_all()
+
     def job(self, request: SampleRequest, scheduler_name: str | None) -> Job:
         """A checked job (size, scheduler and rows are validated here, so a bad one never reaches the loop)."""
         request.check()
@@ -92,14 +102,14 @@ class Batcher:
 
     def _admit(self, active: list[Job]) -> list[Job]:
         """Waiting jobs that fit beside ``active``, in arrival order (called with the lock held)."""
+        for job in [j for j in self._pending if j.cancelled.is_set()]:  # anywhere in the queue, not only its head
+            self._pending.remove(job)
+            _fail(job, Cancelled("the client disconnected"))
         rows = sum(j.rows for j in active)
         shape = active[0].shape[1:] if active else None
         taken = []
         while self._pending:
             job = self._pending[0]
-            if job.cancelled.is_set():
-                self._pending.popleft().future.set_exception(Cancelled("the client disconnected"))
-                continue
             fits = (shape is None or job.shape[1:] == shape) and rows + job.rows <= self.max_rows
             if not fits:
                 break
@@ -126,17 +136,16 @@ class Batcher:
                 try:
                     job.state = self.pipe.start(job.request, job.scheduler)
                 except DifftrtError as exc:
-                    job.future.set_exception(exc)
+                    _fail(job, exc)
                     continue
                 except Exception as exc:  # the text encoder failed: this request's error, not the loop's end
-                    job.future.set_exception(EngineError(f"the text encoder failed: {type(exc).__name__}: "
-                                                         f"{first_line(exc)}"))
+                    _fail(job, EngineError(f"the text encoder failed: {type(exc).__name__}: {first_line(exc)}"))
                     continue
                 job.timings["encode_s"] = time.perf_counter() - start
                 job.timings["denoise_start"] = time.perf_counter()
                 active.append(job)
             for job in [j for j in active if j.cancelled.is_set()]:
-                job.future.set_exception(Cancelled("the client disconnected"))
+                _fail(job, Cancelled("the client disconnected"))
             active = [j for j in active if not j.cancelled.is_set()]
             self.metrics.active = len(active)
             if not active:
@@ -146,7 +155,7 @@ class Batcher:
             except Exception as exc:  # an engine failure fails the requests it was serving, not the server
                 error = EngineError(f"the U-Net failed: {type(exc).__name__}: {first_line(exc)}")
                 for job in active:
-                    job.future.set_exception(error)
+                    _fail(job, error)
                 active = []
                 continue
             self.metrics.step(rows, len(active))
@@ -156,9 +165,15 @@ class Batcher:
                 try:
                     result = self.pipe.finish(job.state)
                 except Exception as exc:
-                    job.future.set_exception(EngineError(f"the VAE decoder failed: {first_line(exc)}"))
+                    _fail(job, EngineError(f"the VAE decoder failed: {first_line(exc)}"))
                     continue
                 job.timings["decode_s"] = time.perf_counter() - start
-                job.future.set_result(result)
+                if not job.future.done():
+                    job.future.set_result(result)
             active = [j for j in active if not j.state.done]
             self.metrics.active = len(active)
+
+
+def _fail(job: Job, error: BaseException) -> None:
+    if not job.future.done():  # a future someone cancelled must not end the loop with InvalidStateError
+        job.future.set_exception(error)
