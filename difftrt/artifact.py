@@ -154,12 +154,17 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def _stamp(folder: Path, files: dict[str, Any], manifest_digest: str) -> dict[str, Any]:
+def manifest_digest(folder: Path) -> str:
+    """sha256 of an export's (or engine folder's) manifest.json, which holds every file's hash: the folder's identity."""
+    return hashlib.sha256((Path(folder) / MANIFEST).read_bytes()).hexdigest()
+
+
+def _stamp(folder: Path, files: dict[str, Any], digest: str) -> dict[str, Any]:
     entries = {}
     for rel in files:
         st = (folder / rel).stat()
         entries[rel] = [st.st_size, st.st_mtime_ns]
-    return {"manifest_sha256": manifest_digest, "files": entries}
+    return {"manifest_sha256": digest, "files": entries}
 
 
 def verify_files(folder: Path, files: dict[str, Any], how: Verify = Verify.QUICK) -> Verify:
@@ -172,28 +177,28 @@ def verify_files(folder: Path, files: dict[str, Any], how: Verify = Verify.QUICK
         if size != info["size"]:
             raise ArtifactError(f"{path} is {size} bytes, {MANIFEST} says {info['size']}: changed or truncated "
                                 "since export; export it again")
-    manifest_digest = hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()
+    digest = manifest_digest(folder)
     if how is Verify.QUICK:
         try:
             stamp = json.loads((folder / STAMP).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             stamp = None
-        if stamp == _stamp(folder, files, manifest_digest):
+        if stamp == _stamp(folder, files, digest):
             return Verify.QUICK
     for rel, info in files.items():
         if sha256_file(folder / rel) != info["sha256"]:
             raise ArtifactError(f"{folder / rel} does not match the sha256 in {MANIFEST}: changed since export; "
                                 "export it again")
-    write_stamp(folder, files, manifest_digest)
+    write_stamp(folder, files, digest)
     return Verify.FULL
 
 
-def write_stamp(folder: Path, files: dict[str, Any], manifest_digest: str | None = None) -> None:
+def write_stamp(folder: Path, files: dict[str, Any], digest: str | None = None) -> None:
     """Record sizes and mtimes after a full check; a read-only folder just keeps being checked in full."""
-    if manifest_digest is None:
-        manifest_digest = hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()
+    if digest is None:
+        digest = manifest_digest(folder)
     with contextlib.suppress(OutputError, OSError):
-        write_bytes_atomic(folder / STAMP, json.dumps(_stamp(folder, files, manifest_digest)).encode())
+        write_bytes_atomic(folder / STAMP, json.dumps(_stamp(folder, files, digest)).encode())
         return
     log.debug("cannot write %s; every open of %s will hash its files", STAMP, folder)
 

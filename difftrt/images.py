@@ -39,9 +39,9 @@ def png_bytes(image: np.ndarray, text: dict[str, str] | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def images_png(images: np.ndarray, text: dict[str, str] | None = None) -> bytes:
+def images_png(images: np.ndarray, text: dict[str, str] | None = None, columns: int | None = None) -> bytes:
     """One image as is; several as a grid; ``text`` as for ``png_bytes``."""
-    return png_bytes(images[0] if len(images) == 1 else grid(images), text)
+    return png_bytes(images[0] if len(images) == 1 else grid(images, columns), text)
 
 
 def png_text(path: Path) -> dict[str, str] | None:
@@ -56,7 +56,7 @@ def png_text(path: Path) -> dict[str, str] | None:
 
 def save_png(images: np.ndarray, path: Path, columns: int | None = None) -> None:
     """One image as is; several as a grid."""
-    write_bytes_atomic(Path(path), png_bytes(images[0] if len(images) == 1 else grid(images, columns)))
+    write_bytes_atomic(Path(path), images_png(images, columns=columns))
 
 
 def load_image(path: Path, width: int, height: int) -> np.ndarray:

@@ -84,9 +84,9 @@ def finished(out_dir: Path, item: Item, engine_id: str) -> bool:
 
 def engine_id(folder: Path) -> str:
     """What names an export for resuming: its manifest's sha256 (the manifest holds every file's hash)."""
-    import hashlib
+    from difftrt.artifact import manifest_digest
 
-    return hashlib.sha256((Path(folder) / "manifest.json").read_bytes()).hexdigest()
+    return manifest_digest(folder)
 
 
 WORKER: dict[str, Any] = {}  # engine folder -> (pipeline, artifact), loaded once per process

@@ -42,6 +42,11 @@ def error(status: int, message: str, field: str | None = None, headers: dict[str
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
+def validated_size(artifact: Any, pipe: Any) -> int:
+    """The largest image side the export was validated at."""
+    return artifact.specs["unet"].dim_range("latent_height").max * pipe.config.vae.downsample_factor
+
+
 def model_card(artifact: Any, pipe: Any) -> dict[str, Any]:
     manifest = artifact.manifest
     return {"object": "list", "data": [{
@@ -49,7 +54,7 @@ def model_card(artifact: Any, pipe: Any) -> dict[str, Any]:
         "default_size": pipe.config.vae.sample_size, "size_multiple": pipe.config.latent_factor,
         "scheduler": manifest["scheduler_config"].get("_class_name"),
         "prompt_tokens": pipe.tokenizer.max_length,
-        "max_size": artifact.specs["unet"].dim_range("latent_height").max * pipe.config.vae.downsample_factor,
+        "max_size": validated_size(artifact, pipe),
         "components": {n: {"precision": c["precision"], "dim_ranges": c["dim_ranges"]}
                        for n, c in manifest["components"].items()}}]}
 
@@ -57,8 +62,7 @@ def model_card(artifact: Any, pipe: Any) -> dict[str, Any]:
 def create_app(pipe: Any, artifact: Any, limits: ServeLimits = ServeLimits(), token: str | None = None) -> Starlette:
     """``limits.max_size`` is lowered to the largest side the export was validated at (a U-Net call beyond it
     is untested, and its memory unbounded), as the row cap is to the U-Net's batch range (``Batcher``)."""
-    validated = artifact.specs["unet"].dim_range("latent_height").max * pipe.config.vae.downsample_factor
-    limits = replace(limits, max_size=min(limits.max_size, validated))
+    limits = replace(limits, max_size=min(limits.max_size, validated_size(artifact, pipe)))
     metrics = Metrics()
     batcher = Batcher(pipe, artifact.scheduler_config, limits, metrics)
     card = model_card(artifact, pipe)
@@ -75,9 +79,12 @@ def create_app(pipe: Any, artifact: Any, limits: ServeLimits = ServeLimits(), to
         metrics.request(response.status_code, time.perf_counter() - arrived if response.status_code == 200 else None)
         return response
 
+    def unauthorised() -> Response:
+        return error(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
     async def _images(request: Request) -> Response:
         if not authorised(request):
-            return error(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+            return unauthorised()
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
             return error(413, f"the body is over {limits.max_body_bytes} bytes")
@@ -135,7 +142,7 @@ def create_app(pipe: Any, artifact: Any, limits: ServeLimits = ServeLimits(), to
 
     async def models(request: Request) -> Response:
         if not authorised(request):
-            return error(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+            return unauthorised()
         return JSONResponse(card)
 
     async def healthz(request: Request) -> Response:

@@ -13,14 +13,13 @@ is read (an ``EngineArtifact``), its component files being the plans for the loc
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from difftrt.artifact import (MANIFEST, Artifact, Verify, hash_files, library_versions, load_manifest, verify_files,
-                              write_stamp)
+from difftrt.artifact import (MANIFEST, Artifact, Verify, hash_files, library_versions, load_manifest,
+                              manifest_digest, verify_files, write_stamp)
 from difftrt.config import model_config_from_dict, read_json
 from difftrt.errors import ArtifactError, DependencyError, DifftrtError
 from difftrt.models.specs import COMPONENTS, ComponentSpec
@@ -55,7 +54,7 @@ def verify(folder: Path, manifest: dict[str, Any], how: Verify = Verify.QUICK) -
 
 def write_manifest(folder: Path, artifact: Artifact, trt: Any, archs: tuple[str, ...], options: Any,
                    specs: dict[str, ComponentSpec], plans: list[dict[str, Any]]) -> dict[str, Any]:
-    export_digest = hashlib.sha256((artifact.folder / MANIFEST).read_bytes()).hexdigest()
+    export_digest = manifest_digest(artifact.folder)
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "versions": library_versions(),
         "builder": {"flavour": trt.flavour, "version": trt.version}, "archs": list(archs),
@@ -114,7 +113,7 @@ def check_runnable(engine: Path, local_arch: str | None, installed: Any = None, 
         raise ArtifactError(f"{folder / MANIFEST} is incomplete: {exc}") from None
     if not built_for:
         raise ArtifactError(f"{engine} is not listed in {folder / MANIFEST}")
-    if export_manifest.is_file() and hashlib.sha256(export_manifest.read_bytes()).hexdigest() != export["manifest_sha256"]:
+    if export_manifest.is_file() and manifest_digest(export_manifest.parent) != export["manifest_sha256"]:
         raise ArtifactError(f"the export {export['folder']} changed since these plans were built; rebuild: "
                             f"{rebuild_command(manifest, folder)}")
     if installed is None:
